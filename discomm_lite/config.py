@@ -1,0 +1,275 @@
+"""The one frozen `Config`: the single source of parameters for notebooks, the CLI and checkpoints.
+
+Notebooks assign a subset of its fields in their papermill `parameters` cell, the CLI is generated
+from its fields, and every checkpoint and metrics file records it. Components never read it: only
+factories (`make_*`, `from_config`) do.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+METHODS = ("bits", "simdino", "dino")
+AGREEMENTS = ("bce", "cosine")
+TARGETS = ("hard", "soft")
+TEACHER_HEAD_POLICIES = ("copy", "keep")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+# Coding-rate weight when `coding_rate_weight` is left at None: the paper's beta for BITS, and
+# SimDINO's own default (its coding rate carries weight 1 against the squared-distance alignment).
+DEFAULT_CODING_RATE_WEIGHT = {"bits": 0.1, "simdino": 1.0, "dino": 0.0}
+
+# Fields that fix the shapes of the model: a checkpoint is only loadable into a config that agrees.
+MODEL_FIELDS = (
+    "method", "backbone", "n_bits", "head_hidden_dim", "head_bottleneck_dim", "n_prototypes",
+    "head_norm", "image_size",
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every parameter of a run. Defaults are the toy CPU setting on the embedded dataset."""
+
+    # ---- method ---------------------------------------------------------------------------
+    method: str = "bits"  # bits | simdino | dino
+    n_bits: int = 256  # K: capacity of the binary channel (bits for BITS, output dim for SimDINO)
+    agreement: str = "bce"  # bce (paper) | cosine (ablation: cosine to the +/-1 message)
+    targets: str = "hard"  # hard (paper: logit > 0) | soft (sigmoid(teacher_logit / temperature))
+    target_temperature: float = 0.1  # only for targets="soft"
+    coding_rate_weight: float | None = None  # beta; None: 0.1 for bits, 1.0 for simdino
+    eps: float = 0.05  # coding-rate eps (plays eps^2 of the paper, as in SimDINO/CroVCA code)
+    reinit_every: int = 0  # re-initialise the student head every n epochs (0: never; paper 10/100)
+    reinit_at_start: bool = False  # re-initialise the head once before training (adaptation)
+    teacher_head_policy: str = "copy"  # at a re-init: copy the new student head | keep the EMA
+    head_hidden_dim: int = 2048
+    head_bottleneck_dim: int = 256  # DINO prototype head only
+    n_prototypes: int = 4096  # DINO only (65536 in DINO's ImageNet recipe)
+    head_norm: str = "none"  # none (paper) | batchnorm (CroVCA-style last normalisation layer)
+    teacher_temp: float = 0.04  # DINO: final teacher temperature
+    teacher_temp_warmup: float = 0.04  # DINO: initial teacher temperature
+    teacher_temp_warmup_epochs: int = 0  # DINO
+    student_temp: float = 0.1  # DINO
+    center_momentum: float = 0.9  # DINO
+    freeze_last_layer_epochs: int = 0  # DINO: keep the prototype layer fixed at the start
+
+    # ---- data and views --------------------------------------------------------------------
+    dataset: str = "synthetic"  # synthetic | cifar10 | cifar100 | imagefolder
+    data_root: str | None = None  # None: $DISCOMM_DATA, else ./data
+    download: bool = False  # let torchvision download CIFAR into data_root when online
+    train_subset: int = 0  # train on the first n images of a seeded shuffle (0: all)
+    test_subset: int = 0  # evaluate on n test images (0: all)
+    image_size: int = 32  # evaluation resolution (and synthetic image side)
+    n_global: int = 2
+    n_local: int = 0
+    global_size: int = 32
+    local_size: int = 16
+    global_scale_min: float = 0.4
+    local_scale_max: float = 0.4
+    local_scale_min: float = 0.05
+    blur: bool = False  # DINO's Gaussian blur (off for 32 px images, as lightly and solo-learn)
+    solarize: bool = True
+
+    # ---- backbone --------------------------------------------------------------------------
+    backbone: str = "convnet-small"  # see discomm_lite.backbones.BACKBONES, or timm:<name>
+    drop_path: float = 0.0
+
+    # ---- optimisation ----------------------------------------------------------------------
+    epochs: int = 10
+    batch_size: int = 256  # global batch (all processes together)
+    lr: float = 1e-3  # peak learning rate after warmup (not rescaled by batch size)
+    lr_end: float = 1e-5  # final learning rate of the cosine decay
+    warmup_epochs: int = 1
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    momentum: float = 0.99  # EMA teacher momentum at the start
+    momentum_end: float = 1.0
+    clip_grad: float = 1.0  # max global grad norm (0: no clipping)
+
+    # ---- run -------------------------------------------------------------------------------
+    out_dir: str | None = None  # run folder: config.json, metrics.jsonl, checkpoint.pt (None: none)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16 | fp16
+    compile: bool = False  # torch.compile the backbones
+    num_workers: int = -1  # DataLoader workers for ImageFolder data (-1: machine default)
+    eval_every: int = 1  # k-NN on the test split every n epochs (0: never)
+    log_every: int = 10  # steps between metric flushes (the only host-device syncs)
+    checkpoint_every: int = 1  # epochs between checkpoints (one is also written at the end)
+    pretrained: str | None = None  # checkpoint whose backbone starts the run (domain adaptation)
+    collapse_warn: float = 0.5  # warn when this fraction of teacher bits is constant in a batch
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @property
+    def beta(self) -> float:
+        """The coding-rate weight in force: `coding_rate_weight`, or the method's default."""
+        if self.coding_rate_weight is None:
+            return DEFAULT_CODING_RATE_WEIGHT[self.method]
+        return self.coding_rate_weight
+
+    # ---- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Config:
+        """Build a Config, refusing unknown names (a typo must not be silently ignored)."""
+        check_field_names(values)
+        return cls(**values)
+
+    def replace(self, **changes) -> Config:
+        check_field_names(changes)
+        return dataclasses.replace(self, **changes)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Config:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @property
+    def views_per_image(self) -> int:
+        return self.n_global + self.n_local
+
+
+def field_names() -> tuple[str, ...]:
+    return tuple(f.name for f in fields(Config))
+
+
+def field_types() -> dict[str, type]:
+    """The plain Python type of each field (`int`, `float`, `str`, `bool`), Optional removed."""
+    hints = typing.get_type_hints(Config)
+    plain = {}
+    for name in field_names():
+        args = [a for a in typing.get_args(hints[name]) if a is not type(None)]
+        plain[name] = args[0] if args else hints[name]
+    return plain
+
+
+def check_field_names(values: dict) -> None:
+    unknown = sorted(set(values) - set(field_names()))
+    if unknown:
+        raise ValueError(
+            f"Unknown parameter(s) {unknown}: they are not fields of discomm_lite.Config. "
+            f"Check the spelling; the accepted names are: {', '.join(field_names())}."
+        )
+
+
+def _fail(name: str, value, accepted: str) -> None:
+    raise ValueError(f"Config.{name} = {value!r} is not valid: it must be {accepted}.")
+
+
+def _validate(c: Config) -> None:
+    choices = {
+        "method": METHODS, "agreement": AGREEMENTS, "targets": TARGETS,
+        "teacher_head_policy": TEACHER_HEAD_POLICIES, "precision": PRECISIONS,
+        "head_norm": ("none", "batchnorm"),
+    }
+    for name, accepted in choices.items():
+        if getattr(c, name) not in accepted:
+            _fail(name, getattr(c, name), "one of " + ", ".join(accepted))
+    from discomm_lite.data import DATASETS  # late import: data imports nothing from here
+
+    if c.dataset not in DATASETS:
+        _fail("dataset", c.dataset, "one of " + ", ".join(DATASETS))
+    from discomm_lite.backbones import check_backbone_name
+
+    check_backbone_name(c.backbone)
+
+    at_least = {
+        "n_bits": 1, "epochs": 1, "batch_size": 1, "n_global": 1, "n_local": 0, "global_size": 1,
+        "local_size": 1, "image_size": 1, "reinit_every": 0, "warmup_epochs": 0, "log_every": 1,
+        "checkpoint_every": 1, "eval_every": 0, "head_hidden_dim": 1, "head_bottleneck_dim": 1,
+        "n_prototypes": 1, "train_subset": 0, "test_subset": 0, "num_workers": -1,
+        "teacher_temp_warmup_epochs": 0, "freeze_last_layer_epochs": 0,
+    }
+    for name, low in at_least.items():
+        if getattr(c, name) < low:
+            _fail(name, getattr(c, name), f"an integer >= {low}")
+    if c.warmup_epochs >= c.epochs and c.epochs > 1:
+        _fail("warmup_epochs", c.warmup_epochs, f"smaller than epochs ({c.epochs})")
+    positive = ("lr", "eps", "target_temperature", "teacher_temp", "teacher_temp_warmup",
+                "student_temp")
+    for name in positive:
+        if not getattr(c, name) > 0:
+            _fail(name, getattr(c, name), "a number > 0")
+    non_negative = ("lr_end", "weight_decay", "weight_decay_end", "clip_grad", "drop_path")
+    for name in non_negative:
+        if not getattr(c, name) >= 0:
+            _fail(name, getattr(c, name), "a number >= 0")
+    if c.coding_rate_weight is not None and not c.coding_rate_weight >= 0:
+        _fail("coding_rate_weight", c.coding_rate_weight, "a number >= 0, or None for the default")
+    if c.lr_end > c.lr:
+        _fail("lr_end", c.lr_end, f"at most lr ({c.lr})")
+    unit = ("momentum", "momentum_end", "center_momentum", "collapse_warn")
+    for name in unit:
+        if not 0 <= getattr(c, name) <= 1:
+            _fail(name, getattr(c, name), "in [0, 1]")
+    for name in ("global_scale_min", "local_scale_min", "local_scale_max"):
+        if not 0 < getattr(c, name) <= 1:
+            _fail(name, getattr(c, name), "in (0, 1]")
+    if c.local_scale_min > c.local_scale_max:
+        _fail("local_scale_min", c.local_scale_min,
+              f"at most local_scale_max ({c.local_scale_max})")
+    if c.local_size > c.global_size:
+        _fail("local_size", c.local_size, f"at most global_size ({c.global_size})")
+    if c.method == "dino" and c.agreement != "bce":
+        _fail("agreement", c.agreement, "left at 'bce' for method='dino' (DINO has its own loss)")
+    if c.device != "auto" and not (c.device == "cpu" or c.device.startswith("cuda")):
+        _fail("device", c.device, "auto, cpu, cuda or cuda:N")
+
+
+# ---- presets ---------------------------------------------------------------------------------
+# Each preset is a set of overrides of the defaults; `make_config(preset, **overrides)` applies
+# them. The reason for every non-obvious value is next to it.
+PRESETS: dict[str, dict] = {
+    # The quickstart: embedded synthetic images, a small convnet, about 2 minutes on 2 CPU cores.
+    "synthetic-toy": dict(
+        dataset="synthetic", backbone="convnet-small", image_size=32, global_size=32,
+        n_bits=64, head_hidden_dim=512, epochs=8, batch_size=128, lr=2e-3, lr_end=1e-4,
+        warmup_epochs=1, momentum=0.99, eval_every=2, log_every=8,
+    ),
+    # Toy CIFAR-10 on a laptop CPU: a subset and a small convnet so 4 methods fit in ~20 minutes.
+    "cifar-toy": dict(
+        dataset="cifar10", backbone="convnet-small", image_size=32, global_size=32,
+        train_subset=10000, test_subset=2000, n_bits=128, head_hidden_dim=512, epochs=5,
+        batch_size=256, lr=2e-3, lr_end=1e-4, warmup_epochs=1, momentum=0.99, eval_every=1,
+    ),
+    # CIFAR-10 on one GPU: ResNet-18 with a CIFAR stem, 2 x 32 px views, AdamW at batch 512
+    # (the recipe of the CIFAR study in issue 7; see notebooks/05_full_cifar_gpu.ipynb).
+    "cifar-full": dict(
+        dataset="cifar10", backbone="resnet18-cifar", image_size=32, global_size=32,
+        n_bits=256, epochs=200, batch_size=512, lr=2e-3, lr_end=1e-4, warmup_epochs=10,
+        weight_decay=0.04, weight_decay_end=0.4, momentum=0.99, eval_every=10, log_every=50,
+    ),
+    # The paper's ImageNet-1k protocol: ViT-B/16, 100 epochs, batch 256, K = 256, beta = 0.1,
+    # head reset every 10 epochs, grad clip 1, final lr 5e-5, 2 x 224 + 10 x 96 crops, SimDINO's
+    # defaults otherwise (lr 5e-4 x 256/256, 10 warmup epochs, wd 0.04 -> 0.4, EMA 0.996 -> 1).
+    "imagenet-paper": dict(
+        dataset="imagefolder", backbone="vit-base/16", image_size=224, n_bits=256,
+        epochs=100, batch_size=256, lr=5e-4, lr_end=5e-5, warmup_epochs=10,
+        weight_decay=0.04, weight_decay_end=0.4, momentum=0.996, momentum_end=1.0,
+        coding_rate_weight=0.1, eps=0.05, reinit_every=10, clip_grad=1.0,
+        n_global=2, n_local=10, global_size=224, local_size=96, global_scale_min=0.4,
+        local_scale_min=0.05, local_scale_max=0.4, blur=True, solarize=True, drop_path=0.1,
+        eval_every=10, log_every=50,
+    ),
+}
+
+
+def make_config(preset: str | None = None, **overrides) -> Config:
+    """The Config of a named preset with `overrides` applied (no preset: the defaults)."""
+    if preset is None:
+        return Config.from_dict(overrides)
+    if preset not in PRESETS:
+        raise ValueError(
+            f"Unknown preset {preset!r}: the presets are {', '.join(PRESETS)}."
+        )
+    check_field_names(overrides)
+    return Config.from_dict({**PRESETS[preset], **overrides})

@@ -1,0 +1,98 @@
+"""torch.distributed helpers that are no-ops without a process group.
+
+Everything in the library runs in one process on a CPU; under `torchrun` the same calls sum over
+processes. Process-group set-up happens only at the edge (`setup_from_env`, used by the CLI and
+the training entry point).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def all_reduce_sum(x: Tensor) -> Tensor:
+    """Sum over processes, without gradient (statistics, DINO's center)."""
+    if not is_distributed():
+        return x
+    x = x.clone()
+    dist.all_reduce(x)
+    return x
+
+
+def all_reduce_sum_with_grad(x: Tensor) -> Tensor:
+    """Sum over processes with gradient: the backward pass sums the incoming gradients too.
+
+    Used for the coding rate's Gram matrix. With DDP averaging parameter gradients over W
+    processes, each rank's share of d(rate)/dZ arrives W times through this sum and is divided
+    by W again by DDP, so the gradient equals that of the one-process global-batch loss.
+    """
+    if not is_distributed():
+        return x
+    from torch.distributed.nn.functional import all_reduce
+
+    return all_reduce(x)
+
+
+def all_reduce_sum_int(value: int) -> int:
+    """Sum of a Python int (a batch size) over processes; a plain int without a process group."""
+    if not is_distributed():
+        return value
+    # A CPU tensor works for gloo; NCCL needs it on the current CUDA device.
+    device = torch.device("cuda", torch.cuda.current_device()) \
+        if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([value], device=device)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
+def all_gather_cat(x: Tensor) -> Tensor:
+    """Concatenate equal-shaped tensors from all processes along dim 0 (evaluation features)."""
+    if not is_distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+def setup_from_env(device: str = "auto") -> torch.device:
+    """Join the process group that torchrun describes in the environment, and pick the device.
+
+    Without torchrun's variables this starts nothing and returns the requested device.
+    NCCL on CUDA, gloo on CPU.
+    """
+    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not is_distributed():
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        if use_cuda:
+            return torch.device("cuda", local_rank)
+    if use_cuda:
+        return torch.device(device if device.startswith("cuda") else "cuda")
+    return torch.device("cpu")
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()

@@ -1,0 +1,21 @@
+"""Exponential moving average of the student into the teacher."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+    """teacher <- momentum * teacher + (1 - momentum) * student, over parameters only.
+
+    Buffers (BatchNorm running statistics) are the teacher's own: it runs in train mode on its
+    views, as in DINO, so they track its own activations. momentum 1 keeps the teacher, 0 copies.
+    """
+    teacher_params = list(teacher.parameters())
+    student_params = [p.detach() for p in student.parameters()]
+    if len(teacher_params) != len(student_params):
+        raise ValueError("Teacher and student must have the same parameters.")
+    torch._foreach_mul_(teacher_params, momentum)
+    torch._foreach_add_(teacher_params, student_params, alpha=1 - momentum)

@@ -1,0 +1,459 @@
+"""The training engine: one plain-PyTorch loop for BITS, SimDINO and DINO, CPU to multi-GPU.
+
+Read `train` top to bottom: set-up, resume, then for each step: schedules -> teacher forward on
+the global views -> student forward on all views -> loss -> backward, clip, step -> EMA.
+Everything that changes during training is in the checkpoint, so a resumed run continues the
+same trajectory; every schedule is a pure function of the global step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from discomm_lite import distributed, losses, schedules
+from discomm_lite.backbones import is_convnet
+from discomm_lite.checkpoint import (
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from discomm_lite.config import Config
+from discomm_lite.data import load_dataset
+from discomm_lite.ema import ema_update
+from discomm_lite.model import (
+    MultiCropModel,
+    make_model,
+    make_teacher,
+    param_groups,
+    reinit_head,
+)
+from discomm_lite.pipeline import make_train_views
+
+Callback = Callable[[dict], None]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the last checkpoint on disk is the last good state."""
+
+
+class ChannelCollapseWarning(UserWarning):
+    """Most of the teacher's bits are constant over a batch: the channel carries little."""
+
+
+@dataclass
+class Run:
+    """What `train` returns: the final models and every metrics record."""
+
+    config: Config
+    out_dir: Path | None
+    student: MultiCropModel
+    teacher: MultiCropModel
+    records: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The teacher backbone: what is evaluated (the paper evaluates the teacher)."""
+        return self.teacher.backbone
+
+
+# ---- loss of each method ---------------------------------------------------------------------
+def compute_loss(config: Config, student_logits: Sequence[Tensor],
+                 teacher_logits: Sequence[Tensor], *, center: Tensor | None,
+                 teacher_temp: float) -> tuple[Tensor, dict]:
+    """The configured method's loss (factory-level: the only loss code that reads the config)."""
+    if config.method == "bits":
+        return losses.bits_loss(
+            student_logits, teacher_logits, coding_rate_weight=config.beta, eps=config.eps,
+            agreement=config.agreement, targets=config.targets,
+            temperature=config.target_temperature)
+    if config.method == "simdino":
+        return losses.simdino_loss(student_logits, teacher_logits,
+                                   coding_rate_weight=config.beta, eps=config.eps)
+    return losses.dino_loss(student_logits, teacher_logits, center=center,
+                            teacher_temp=teacher_temp, student_temp=config.student_temp)
+
+
+# ---- small pieces of the loop ----------------------------------------------------------------
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype: bf16 on CUDA by default, none (fp32) on CPU."""
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.AdamW:
+    # fused AdamW: one kernel for all parameters on CUDA; not available on CPU.
+    return torch.optim.AdamW(param_groups(model), lr=config.lr,
+                             weight_decay=config.weight_decay, fused=device.type == "cuda")
+
+
+class _StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves a checkpoint and stops."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> _StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class _MetricBuffer:
+    """Loss parts accumulated on the device; read back only at a flush (no per-step sync)."""
+
+    def __init__(self) -> None:
+        self.steps: list[int] = []
+        self.values: list[dict[str, Tensor]] = []
+
+        self.host: list[dict[str, float]] = []
+
+    def add(self, step: int, values: dict[str, Tensor], host: dict[str, float]) -> None:
+        self.steps.append(step)
+        self.values.append(values)
+        self.host.append(host)
+
+    def flush(self) -> tuple[list[int], dict[str, list[float]]]:
+        if not self.steps:
+            return [], {}
+        names = list(self.values[0])
+        stacked = torch.stack([torch.stack([v[n].float() for n in names]) for v in self.values])
+        table = stacked.cpu().tolist()  # the one host-device sync of the interval
+        columns = {n: [row[i] for row in table] for i, n in enumerate(names)}
+        columns.update({n: [h[n] for h in self.host] for n in self.host[0]})
+        steps, self.steps, self.values, self.host = self.steps, [], [], []
+        return steps, columns
+
+
+def _append_jsonl(path: Path | None, record: dict) -> None:
+    if path is not None and distributed.is_main_process():
+        with path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop records written after the checkpoint being resumed (they will be written again)."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines()
+            if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+# ---- the loop ----------------------------------------------------------------------------------
+def train(
+    config: Config,
+    *,
+    callbacks: Sequence[Callback] = (),
+    max_steps: int | None = None,
+    progress: bool = True,
+) -> Run:
+    """Train `config` and return the `Run`; with `config.out_dir`, checkpoint there and resume.
+
+    The run folder receives config.json, metrics.jsonl (one JSON record per line) and
+    checkpoint.pt (every `checkpoint_every` epochs, at the end, and on SIGINT/SIGTERM). If it
+    already holds a checkpoint of the same configuration, training continues from it.
+    `callbacks` receive each metrics record as it is written (live plots in notebooks).
+    `max_steps` stops after that many global steps in all (tests, smoke runs), with a checkpoint.
+    """
+    device = distributed.setup_from_env(config.device)
+    rank, world = distributed.rank(), distributed.world_size()
+    out = Path(config.out_dir) if config.out_dir else None
+    metrics_path = out / "metrics.jsonl" if out is not None else None
+    ckpt_path = out / "checkpoint.pt" if out is not None else None
+    torch.manual_seed(config.seed)
+
+    # ---- data
+    train_set = load_dataset(config.dataset, "train", config.data_root, download=config.download,
+                             image_size=config.image_size, seed=config.seed)
+    if config.train_subset:
+        train_set = train_set.subset(config.train_subset, seed=config.seed)
+    batches = make_train_views(config, train_set, device, rank, world)
+    steps_per_epoch = batches.steps_per_epoch
+    total_steps = config.epochs * steps_per_epoch
+    warmup_steps = config.warmup_epochs * steps_per_epoch
+    eval_sets = _eval_sets(config, train_set) if config.eval_every else None
+
+    # ---- model, teacher, optimizer
+    student = make_model(config)
+    if config.pretrained:
+        _load_pretrained_backbone(student, config)
+    teacher = make_teacher(student)
+    student.to(device)
+    teacher.to(device)
+    # Channels-last lets cuDNN pick its fastest convolution kernels under bf16.
+    channels_last = device.type == "cuda" and is_convnet(student.backbone)
+    if channels_last:
+        student.to(memory_format=torch.channels_last)
+        teacher.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(student, config, device)
+    center = torch.zeros(1, config.n_prototypes, device=device) if config.method == "dino" else None
+    autocast_dtype = resolve_precision(config.precision, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
+
+    # ---- resume
+    step = 0
+    records: list[dict] = []
+    if ckpt_path is not None and ckpt_path.exists():
+        payload = load_checkpoint(ckpt_path, config, map_location=device)
+        student.load_state_dict(payload["student"])
+        teacher.load_state_dict(payload["teacher"])
+        optimizer.load_state_dict(payload["optimizer"])
+        scaler.load_state_dict(payload["scaler"])
+        if center is not None:
+            center.copy_(payload["center"])
+        set_rng_state(payload["rng"])
+        step = payload["step"]
+        if distributed.is_main_process():
+            _truncate_metrics(metrics_path, step)
+        records = _read_records(metrics_path)
+    elif out is not None and distributed.is_main_process():
+        out.mkdir(parents=True, exist_ok=True)
+        config.save(out / "config.json")
+        metrics_path.write_text("")
+
+    # The student that gradients flow through: DDP-wrapped under torchrun.
+    model: nn.Module = student
+    if distributed.is_distributed():
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward_student: Callable = torch.compile(model) if config.compile else model
+    forward_teacher: Callable = torch.compile(teacher) if config.compile else teacher
+
+    run = Run(config, out, student, teacher, records)
+
+    def emit(record: dict) -> None:
+        run.records.append(record)
+        _append_jsonl(metrics_path, record)
+        for callback in callbacks:
+            callback(record)
+
+    def save() -> None:
+        if ckpt_path is None:
+            return
+        if distributed.is_main_process():
+            save_checkpoint(ckpt_path, {
+                "config": config.to_dict(), "student": student.state_dict(),
+                "teacher": teacher.state_dict(), "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(), "center": center, "step": step,
+                "epoch": step // steps_per_epoch, "rng": rng_state(),
+            })
+        distributed.barrier()
+
+    buffer = _MetricBuffer()
+    started = time.perf_counter()
+
+    def flush() -> None:
+        steps, values = buffer.flush()
+        if not steps:
+            return
+        _check_finite(steps, values)
+        record = {"kind": "train", "step": steps[-1], "epoch": steps[-1] / steps_per_epoch,
+                  **{k: sum(v) / len(v) for k, v in values.items()},
+                  "time": time.perf_counter() - started}
+        emit(record)
+        if config.method == "bits":
+            message = collapse_message(record, config.n_bits, config.eps, config.collapse_warn)
+            if message:
+                warnings.warn(message, ChannelCollapseWarning, stacklevel=2)
+                emit({"kind": "warning", "step": steps[-1], "message": message})
+
+    last_step = total_steps if max_steps is None else min(total_steps, max_steps)
+    interrupted = False
+    with _StopRequest() as stop:
+        while step < last_step:
+            epoch, start = divmod(step, steps_per_epoch)
+            if start == 0 and schedules.reinit_due(epoch, config.reinit_every,
+                                                   config.reinit_at_start):
+                reinit_head(student, teacher, optimizer, policy=config.teacher_head_policy,
+                            seed=config.seed * 1009 + epoch)
+                emit({"kind": "reinit", "step": step, "epoch": epoch})
+            student.train()
+            teacher.train()
+            bar = _progress(progress, epoch, start, steps_per_epoch, config.epochs)
+            for views in batches.epoch(epoch, start):
+                # ---- schedules: pure functions of the global step
+                lr = schedules.warmup_cosine(step, total_steps, warmup_steps, config.lr,
+                                             config.lr_end)
+                wd = schedules.cosine(step, total_steps, config.weight_decay,
+                                      config.weight_decay_end)
+                momentum = schedules.cosine(step, total_steps, config.momentum,
+                                            config.momentum_end)
+                teacher_temp = schedules.linear_then_constant(
+                    step, config.teacher_temp_warmup_epochs * steps_per_epoch,
+                    config.teacher_temp_warmup, config.teacher_temp)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                    if group["apply_weight_decay"]:
+                        group["weight_decay"] = wd
+                if channels_last:
+                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+
+                # ---- forward: teacher on the global views only, student on every view
+                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
+                                    enabled=autocast_dtype is not None):
+                    with torch.no_grad():
+                        teacher_logits = forward_teacher(views[:config.n_global])
+                    student_logits = forward_student(views)
+                    loss, parts = compute_loss(config, student_logits, teacher_logits,
+                                               center=center, teacher_temp=teacher_temp)
+
+                # ---- backward, clip, step
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                grad_norm = (nn.utils.clip_grad_norm_(student.parameters(), config.clip_grad)
+                             if config.clip_grad > 0 else _grad_norm(student))
+                if epoch < config.freeze_last_layer_epochs and config.method == "dino":
+                    student.head.cancel_last_layer_gradients()
+                scaler.step(optimizer)
+                scaler.update()
+
+                # ---- teacher: EMA of the student (and DINO's center)
+                ema_update(teacher, student, momentum)
+                if center is not None:
+                    center = losses.update_center(center, teacher_logits, config.center_momentum)
+                step += 1
+                buffer.add(step, {"loss": loss.detach(), **parts, "grad_norm": grad_norm},
+                           {"lr": lr, "weight_decay": wd, "momentum": momentum})
+                if bar is not None:
+                    bar.update(1)
+                if step % config.log_every == 0:
+                    flush()
+                if stop.signal is not None or step >= last_step:
+                    break
+            if bar is not None:
+                bar.close()
+            flush()
+            if stop.signal is not None:
+                save()
+                interrupted = True
+                break
+            epoch_done = step % steps_per_epoch == 0
+            finished = step // steps_per_epoch
+            if epoch_done and eval_sets and (finished % config.eval_every == 0
+                                             or step == total_steps):
+                emit({"kind": "eval", "step": step, "epoch": finished,
+                      **_knn_eval(teacher, eval_sets, config, device)})
+            if step >= last_step or (epoch_done and finished % config.checkpoint_every == 0):
+                save()
+    run.interrupted = interrupted
+    if interrupted:
+        message = (f"Training stopped by signal {stop.signal} at step {step}"
+                   + (f"; checkpoint saved in {ckpt_path}, train again to resume."
+                      if ckpt_path else "."))
+        emit({"kind": "interrupted", "step": step, "message": message})
+        if stop.signal == signal.SIGINT:
+            raise KeyboardInterrupt(message)
+    return run
+
+
+def collapse_message(record: dict, n_bits: int, eps: float, max_constant: float) -> str | None:
+    """A warning when the channel collapses, with the measured numbers; None when healthy.
+
+    Two signs: most teacher bits constant over the batch, or a coding rate no higher than that of
+    logits all pointing one way, 0.5 log(1 + K / eps) (every row equal after normalisation).
+    """
+    one_direction = 0.5 * math.log(1 + n_bits / eps)
+    constant, rate = record["constant_bits"], record["coding_rate"]
+    if constant < max_constant and rate > 1.1 * one_direction:
+        return None
+    return (f"Channel collapse at step {record['step']}: {constant:.0%} of the teacher's bits are "
+            f"constant over the batch, coding rate {rate:.3f} (all-one-direction value "
+            f"{one_direction:.3f}), bit entropy {record['bit_entropy']:.3f} bits. Consider a "
+            "higher coding_rate_weight or a lower lr.")
+
+
+def _grad_norm(model: nn.Module) -> Tensor:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def _check_finite(steps: list[int], values: dict[str, list[float]]) -> None:
+    for i, step in enumerate(steps):
+        if not math.isfinite(values["loss"][i]):
+            parts = {k: v[i] for k, v in values.items()}
+            raise NonFiniteLossError(
+                f"The loss is not finite at step {step} (parts: {parts}). The run stopped; its "
+                "last checkpoint is the last good state. Lower lr, raise eps, or use fp32/bf16."
+            )
+
+
+def _progress(enabled: bool, epoch: int, start: int, steps_per_epoch: int, epochs: int):
+    if not enabled or not distributed.is_main_process():
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{epochs}",
+                leave=False)
+
+
+def _read_records(path: Path | None) -> list[dict]:
+    if path is None or not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _load_pretrained_backbone(student: MultiCropModel, config: Config) -> None:
+    """Start from the teacher backbone of `config.pretrained` (the head stays freshly drawn)."""
+    payload = load_checkpoint(config.pretrained)
+    if payload["config"]["backbone"] != config.backbone:
+        raise ValueError(
+            f"Config.pretrained = {config.pretrained!r} holds a {payload['config']['backbone']!r} "
+            f"backbone but Config.backbone = {config.backbone!r}: set backbone to match."
+        )
+    prefix = "backbone."
+    student.backbone.load_state_dict(
+        {k[len(prefix):]: v for k, v in payload["teacher"].items() if k.startswith(prefix)})
+
+
+def _eval_sets(config: Config, train_set) -> dict:
+    test_set = load_dataset(config.dataset, "test", config.data_root, download=config.download,
+                            image_size=config.image_size, seed=config.seed)
+    if config.test_subset:
+        test_set = test_set.subset(config.test_subset, seed=config.seed)
+    return {"train": train_set, "test": test_set}
+
+
+@torch.no_grad()
+def _knn_eval(teacher: MultiCropModel, eval_sets: dict, config: Config,
+              device: torch.device) -> dict:
+    """k-NN accuracy of the teacher backbone (DINO and lightly protocols), on the main process."""
+    from discomm_lite.evaluate import evaluate_knn
+    from discomm_lite.features import extract_features
+
+    result: dict = {}
+    if distributed.is_main_process():
+        bank = extract_features(teacher.backbone, eval_sets["train"], image_size=config.image_size,
+                                device=device)
+        query = extract_features(teacher.backbone, eval_sets["test"], image_size=config.image_size,
+                                 device=device)
+        result = evaluate_knn(bank["feats"], bank["labels"], query["feats"], query["labels"])
+    distributed.barrier()
+    teacher.train()
+    return result
+

@@ -1,0 +1,83 @@
+"""Projection heads: the binary channel's encoder (BITS, SimDINO) and DINO's prototype head."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class ProjectionHead(nn.Module):
+    """DINO's 3-layer MLP, in -> hidden -> hidden -> out_dim, GELU, no prototype layer.
+
+    For BITS the `out_dim = n_bits` outputs are the logits of the K-bit message (bit = logit > 0);
+    SimDINO uses the same head and L2-normalises its output in the loss, so the two methods differ
+    by their loss alone. `norm="batchnorm"` ends the head with an affine-free BatchNorm1d, like the
+    same authors' CroVCA hashing head, which centres each bit's logit over the batch.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        hidden_dim: int = 2048,
+        act_layer: type[nn.Module] = nn.GELU,
+        norm: str = "none",
+    ) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(in_dim, hidden_dim),
+            act_layer(),
+            nn.Linear(hidden_dim, hidden_dim),
+            act_layer(),
+            nn.Linear(hidden_dim, out_dim),
+        )
+        if norm not in ("none", "batchnorm"):
+            raise ValueError(f"norm must be 'none' or 'batchnorm', got {norm!r}.")
+        self.norm = nn.BatchNorm1d(out_dim, affine=False) if norm == "batchnorm" else nn.Identity()
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Re-sample every parameter from its initial distribution (the paper's head reset)."""
+        for m in self.mlp:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+        if isinstance(self.norm, nn.BatchNorm1d):
+            self.norm.reset_running_stats()
+
+    def forward(self, feats: Tensor) -> Tensor:
+        return self.norm(self.mlp(feats))
+
+
+class DINOHead(nn.Module):
+    """DINO's head: MLP to a bottleneck, L2-normalise, weight-normalised prototype layer.
+
+    The prototype layer's weight norm is fixed to 1 (DINO's `norm_last_layer=True`), written as
+    cosine similarities between the normalised bottleneck and normalised prototype vectors.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        n_prototypes: int,
+        hidden_dim: int = 2048,
+        bottleneck_dim: int = 256,
+        act_layer: type[nn.Module] = nn.GELU,
+    ) -> None:
+        super().__init__()
+        self.projection = ProjectionHead(in_dim, bottleneck_dim, hidden_dim, act_layer)
+        self.prototypes = nn.Parameter(torch.empty(n_prototypes, bottleneck_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.projection.reset_parameters()
+        nn.init.trunc_normal_(self.prototypes, std=0.02)
+
+    def forward(self, feats: Tensor) -> Tensor:
+        z = F.normalize(self.projection(feats), dim=-1)  # (N, bottleneck)
+        return z @ F.normalize(self.prototypes, dim=-1).T  # (N, P)
+
+    def cancel_last_layer_gradients(self) -> None:
+        """Freeze the prototypes for DINO's first epoch(s), which stabilises its start."""
+        self.prototypes.grad = None

@@ -1,0 +1,88 @@
+"""Backbone + head on multi-crop views, the teacher/student pair, and the head re-initialisation."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from discomm_lite.backbones import Backbone, make_backbone
+from discomm_lite.config import Config
+from discomm_lite.heads import DINOHead, ProjectionHead
+
+
+class MultiCropModel(nn.Module):
+    """Backbone then head, one backbone forward per crop resolution (DINO's MultiCropWrapper)."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, views: Sequence[Tensor]) -> list[Tensor]:
+        """views: V tensors (N, 3, H_v, W_v) -> V tensors (N, K) of head outputs."""
+        feats = []
+        start = 0
+        while start < len(views):
+            end = start
+            while end < len(views) and views[end].shape[-2:] == views[start].shape[-2:]:
+                end += 1
+            feats.append(self.backbone(torch.cat(views[start:end])))  # (n_same * N, D)
+            start = end
+        # One head call on all views: its BatchNorm (if any) sees the whole multi-crop batch.
+        return list(self.head(torch.cat(feats)).chunk(len(views)))
+
+
+def make_head(config: Config, in_dim: int) -> nn.Module:
+    if config.method == "dino":
+        return DINOHead(in_dim, config.n_prototypes, config.head_hidden_dim,
+                        config.head_bottleneck_dim)
+    return ProjectionHead(in_dim, config.n_bits, config.head_hidden_dim, norm=config.head_norm)
+
+
+def make_model(config: Config) -> MultiCropModel:
+    """A randomly initialised student of the config's method (factory)."""
+    backbone = make_backbone(config.backbone, drop_path=config.drop_path)
+    return MultiCropModel(backbone, make_head(config, backbone.num_features))
+
+
+def make_teacher(student: MultiCropModel) -> MultiCropModel:
+    """The teacher starts from the student's weights and is never trained by gradient."""
+    teacher = copy.deepcopy(student)
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def param_groups(model: nn.Module) -> list[dict]:
+    """AdamW groups: weight decay on weights; none on biases, norms and other 1-d parameters."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "apply_weight_decay": True},
+            {"params": no_decay, "apply_weight_decay": False, "weight_decay": 0.0}]
+
+
+def reinit_head(student: MultiCropModel, teacher: MultiCropModel,
+                optimizer: torch.optim.Optimizer, *, policy: str, seed: int) -> None:
+    """Re-sample the student head, clear its optimizer state, and apply the teacher policy.
+
+    policy "copy": the teacher head becomes the new student head, so teacher and student speak
+    the same (new) code from the first step, as at the start of training; "keep": the teacher
+    keeps its EMA head and drifts to the new code at the EMA's pace.
+    `seed` fixes the new head, so a resumed run and every process draw the same one.
+    """
+    if policy not in ("copy", "keep"):
+        raise ValueError(f"policy must be 'copy' or 'keep', got {policy!r}.")
+    devices = [p.device for p in student.head.parameters() if p.device.type == "cuda"][:1]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        student.head.reset_parameters()
+    for p in student.head.parameters():
+        # Adam's moments belong to the old head's coordinates; stale ones would steer the new.
+        optimizer.state.pop(p, None)
+    if policy == "copy":
+        teacher.head.load_state_dict(student.head.state_dict())

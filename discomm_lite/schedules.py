@@ -1,0 +1,38 @@
+"""Schedules as pure functions of the global step, so a resumed run continues exactly."""
+
+from __future__ import annotations
+
+import math
+
+
+def cosine(step: int, total_steps: int, start: float, end: float) -> float:
+    """Half-cosine from `start` at step 0 to `end` at `total_steps` (held at `end` after)."""
+    if total_steps <= 0 or step >= total_steps:
+        return end
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * step / total_steps))
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, peak: float, end: float,
+                  start: float = 0.0) -> float:
+    """Linear warmup from `start` to `peak` over `warmup_steps`, then cosine to `end`."""
+    if step < warmup_steps:
+        return start + (peak - start) * step / warmup_steps
+    return cosine(step - warmup_steps, total_steps - warmup_steps, peak, end)
+
+
+def linear_then_constant(step: int, ramp_steps: int, start: float, end: float) -> float:
+    """Linear from `start` to `end` over `ramp_steps`, then `end` (DINO's teacher temperature)."""
+    if step >= ramp_steps:
+        return end
+    return start + (end - start) * step / ramp_steps
+
+
+def reinit_due(epoch: int, reinit_every: int, reinit_at_start: bool = False) -> bool:
+    """Whether the student head is re-initialised at the start of `epoch` (0-based).
+
+    Every `reinit_every` epochs (never at epoch 0, where the head is fresh anyway), and once at
+    epoch 0 when `reinit_at_start` asks for it (adapting a pretrained checkpoint).
+    """
+    if epoch == 0:
+        return reinit_at_start
+    return reinit_every > 0 and epoch % reinit_every == 0

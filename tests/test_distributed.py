@@ -1,0 +1,90 @@
+"""Two gloo processes on CPU compute what one process computes on the same global batch."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from discomm_lite import losses
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+pytestmark = pytest.mark.distributed
+
+WORKER = textwrap.dedent("""
+    import sys, torch, torch.distributed as dist
+    from discomm_lite import distributed, losses
+    distributed.setup_from_env("cpu")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    g = torch.Generator().manual_seed(0)
+    student = [torch.randn(8, 16, generator=g) * 2 for _ in range(3)]
+    teacher = [torch.randn(8, 16, generator=g) * 2 for _ in range(2)]
+    local = [s[rank * 4:(rank + 1) * 4].clone().requires_grad_(True) for s in student]
+    local_t = [t[rank * 4:(rank + 1) * 4] for t in teacher]
+    rate = losses.coding_rate(local[0], 0.05)
+    loss, parts = losses.bits_loss(local, local_t, coding_rate_weight=0.3)
+    loss.backward()
+    # DDP divides each process's parameter gradient by the number of processes, so a row's
+    # effective gradient is its local gradient / world.
+    grads = [s.grad / world for s in local]
+    full = [torch.cat([torch.empty_like(x) for _ in range(world)]) for x in grads]
+    for x, f in zip(grads, full):
+        dist.all_gather(list(f.chunk(world)), x)
+    if rank == 0:
+        torch.save({"rate": rate.detach(), "loss": loss.detach(), "grads": full,
+                    "coding_rate": parts["coding_rate"]}, sys.argv[1])
+    dist.destroy_process_group()
+""")
+
+
+def test_coding_rate_and_bits_loss_equal_single_process_on_global_batch(tmp_path):
+    script, out = tmp_path / "worker.py", tmp_path / "out.pt"
+    script.write_text(WORKER)
+    result = subprocess.run([*TORCHRUN, str(script), str(out)], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    got = torch.load(out)
+
+    g = torch.Generator().manual_seed(0)
+    student = [(torch.randn(8, 16, generator=g) * 2).requires_grad_(True) for _ in range(3)]
+    teacher = [torch.randn(8, 16, generator=g) * 2 for _ in range(2)]
+    rate = losses.coding_rate(student[0], 0.05)
+    loss, _ = losses.bits_loss(student, teacher, coding_rate_weight=0.3)
+    loss.backward()
+    torch.testing.assert_close(got["rate"], rate.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-5, atol=1e-5)
+    for g_dist, s in zip(got["grads"], student, strict=True):
+        torch.testing.assert_close(g_dist, s.grad, rtol=1e-4, atol=1e-6)
+
+
+def _train_records(args, out):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(x) for x in lines if x.strip()]
+
+
+@pytest.mark.parametrize("method", ["bits", "simdino"])
+def test_two_processes_train_like_one(tmp_path, method):
+    # GroupNorm backbone: no batch statistics, so per-process batches change nothing.
+    args = ["-m", "discomm_lite", "train", "--preset", "synthetic-toy", "--method", method,
+            "--backbone", "convnet-small-gn", "--train_subset", "256", "--batch_size", "32",
+            "--epochs", "2", "--reinit_every", "1", "--n_bits", "16", "--head_hidden_dim", "64",
+            "--log_every", "1", "--eval_every", "0", "--device", "cpu"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    single = subprocess.run([sys.executable, *args, "--out", str(one)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = subprocess.run([*TORCHRUN, *args, "--out", str(two)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=600)
+    assert double.returncode == 0, double.stderr[-3000:]
+    a = [r for r in _train_records(args, one) if r["kind"] == "train"]
+    b = [r for r in _train_records(args, two) if r["kind"] == "train"]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == list(range(1, 17))
+    assert [r["step"] for r in _train_records(args, two) if r["kind"] == "reinit"] == [8]
+    for ra, rb in zip(a, b, strict=True):
+        for key in ("loss", "coding_rate"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4, abs=1e-5), (ra["step"], key)

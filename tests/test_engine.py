@@ -1,0 +1,161 @@
+"""The training engine end to end on the embedded synthetic images, on CPU.
+
+A CLI smoke fit, the resume round-trip (bit-for-bit on CPU, across a head re-init and a
+mid-epoch stop), a SIGTERM during a run, an injected NaN, and a forced channel collapse.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from discomm_lite import engine
+from discomm_lite.config import make_config
+from discomm_lite.engine import ChannelCollapseWarning, NonFiniteLossError, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# 512 images, batch 64: 8 steps an epoch, a few seconds an epoch on 2 cores.
+TINY = dict(train_subset=512, test_subset=128, batch_size=64, n_bits=16, head_hidden_dim=64,
+            epochs=3, warmup_epochs=1, log_every=2, eval_every=1, lr=2e-3, lr_end=1e-4)
+
+
+def tiny_config(tmp_path, **changes):
+    return make_config("synthetic-toy", **{**TINY, "out_dir": str(tmp_path / "run"), **changes})
+
+
+def records(run_dir, kind=None):
+    lines = (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+    out = [json.loads(x) for x in lines if x.strip()]
+    return [r for r in out if kind is None or r["kind"] == kind]
+
+
+def test_cli_smoke_fit_writes_config_metrics_checkpoint(tmp_path):
+    out = tmp_path / "cli"
+    started = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "discomm_lite", "train", "--preset", "synthetic-toy", "--out",
+         str(out), "--epochs", "2", "--train_subset", "512", "--test_subset", "128",
+         "--batch_size", "64", "--n_bits", "16", "--head_hidden_dim", "64", "--log_every", "4",
+         "--eval_every", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    print(f"CLI smoke fit: {time.perf_counter() - started:.1f} s")
+    assert json.loads((out / "config.json").read_text())["epochs"] == 2
+    assert (out / "checkpoint.pt").is_file()
+    train_records = records(out, "train")
+    assert [r["step"] for r in train_records] == [4, 8, 12, 16]
+    evals = records(out, "eval")
+    assert [r["epoch"] for r in evals] == [1, 2]
+    assert 0 <= evals[-1]["knn20_top1"] <= 1
+    final = json.loads(result.stdout.strip().splitlines()[-1])
+    assert final["final_eval"]["step"] == 16
+
+
+def test_resume_continues_the_same_trajectory(tmp_path):
+    # Uninterrupted: 3 epochs, head re-init every epoch, teacher head kept as EMA.
+    changes = dict(reinit_every=1, teacher_head_policy="keep", eval_every=0)
+    full = train(tiny_config(tmp_path / "a", **changes), progress=False)
+    # Interrupted mid-epoch 2 (step 11 of 24), then resumed from its checkpoint.
+    config = tiny_config(tmp_path / "b", **changes)
+    train(config, max_steps=11, progress=False)
+    assert torch.load(Path(config.out_dir) / "checkpoint.pt", weights_only=False)["step"] == 11
+    resumed = train(config, progress=False)
+    for k, v in full.student.state_dict().items():
+        assert torch.equal(v, resumed.student.state_dict()[k]), k
+    for k, v in full.teacher.state_dict().items():
+        assert torch.equal(v, resumed.teacher.state_dict()[k]), k
+    # metrics.jsonl continues without duplicates; losses after the stop are identical.
+    a = {r["step"]: r for r in records(full.out_dir, "train")}
+    b = records(config.out_dir, "train")
+    assert len({r["step"] for r in b}) == len(b)
+    assert [r["step"] for r in records(config.out_dir, "reinit")] == [8, 16]
+    for r in b:
+        if r["step"] > 12:  # the first interval after the stop is aggregated differently
+            assert r["loss"] == a[r["step"]]["loss"]
+
+
+def test_finished_run_is_returned_without_training(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, eval_every=0)
+    first = train(config, progress=False)
+    again = train(config, progress=False)
+    assert [r["step"] for r in again.records] == [r["step"] for r in first.records]
+    for k, v in first.teacher.state_dict().items():
+        assert torch.equal(v, again.teacher.state_dict()[k])
+
+
+def test_resume_with_another_config_is_refused(tmp_path):
+    train(tiny_config(tmp_path, epochs=1, eval_every=0), progress=False)
+    with pytest.raises(Exception, match="n_bits: checkpoint 16 vs now 32"):
+        train(tiny_config(tmp_path, epochs=1, eval_every=0, n_bits=32), progress=False)
+
+
+def test_sigterm_saves_a_checkpoint_and_resume_matches(tmp_path):
+    out = tmp_path / "term"
+    args = [sys.executable, "-m", "discomm_lite", "train", "--preset", "synthetic-toy",
+            "--out", str(out), "--epochs", "40", "--train_subset", "512", "--batch_size", "64",
+            "--n_bits", "16", "--head_hidden_dim", "64", "--eval_every", "0", "--log_every", "1"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    assert 3 <= saved["step"] < 40 * 8
+    stopped = records(out, "interrupted")
+    assert stopped and f"step {saved['step']}" in stopped[-1]["message"]
+
+
+def test_injected_nan_stops_with_step_and_parts_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, epochs=3, eval_every=0, log_every=1)
+    real = engine.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, parts = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 11:  # step 11: inside epoch 2, after the epoch-1 checkpoint
+            loss = loss * float("nan")
+        return loss, parts
+
+    monkeypatch.setattr(engine, "compute_loss", poisoned)
+    with pytest.raises(NonFiniteLossError) as info:
+        train(config, progress=False)
+    assert "step 11" in str(info.value) and "coding_rate" in str(info.value)
+    saved = torch.load(Path(config.out_dir) / "checkpoint.pt", weights_only=False)
+    assert saved["step"] == 8
+    assert all(torch.isfinite(v).all() for v in saved["student"].values()
+               if v.is_floating_point())
+
+
+def test_forced_collapse_is_detected_with_numbers(tmp_path, monkeypatch):
+    from discomm_lite import model as model_module
+
+    real_head = model_module.make_head
+
+    def constant_head(config, in_dim):
+        head = real_head(config, in_dim)
+        last = head.mlp[-1]
+        torch.nn.init.zeros_(last.weight)
+        torch.nn.init.constant_(last.bias, 3.0)  # every bit 1 for every image
+        head.reset_parameters = lambda: None
+        return head
+
+    monkeypatch.setattr(model_module, "make_head", constant_head)
+    config = tiny_config(tmp_path, epochs=1, eval_every=0, log_every=2, lr=1e-6, lr_end=1e-7)
+    with pytest.warns(ChannelCollapseWarning, match=r"100% of the teacher's bits are constant"):
+        run = train(config, progress=False)
+    warning = [r for r in run.records if r["kind"] == "warning"]
+    assert warning and "coding rate" in warning[0]["message"]
+    assert os.path.exists(Path(config.out_dir) / "checkpoint.pt")

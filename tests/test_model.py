@@ -1,0 +1,120 @@
+"""Heads, the multi-crop model and the head re-initialisation."""
+
+import pytest
+import torch
+
+from discomm_lite.backbones import BACKBONES, make_backbone
+from discomm_lite.heads import DINOHead, ProjectionHead
+from discomm_lite.model import MultiCropModel, make_teacher, param_groups, reinit_head
+
+
+def _pair(n_bits=8):
+    torch.manual_seed(0)
+    student = MultiCropModel(make_backbone("convnet-small"), ProjectionHead(256, n_bits, 32))
+    return student, make_teacher(student)
+
+
+def _one_step(student, optimizer, views):
+    loss = sum(o.square().mean() for o in student(views))
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+
+def test_projection_head_is_dino_mlp_without_prototypes():
+    head = ProjectionHead(384, 256)
+    shapes = [tuple(m.weight.shape) for m in head.mlp if isinstance(m, torch.nn.Linear)]
+    assert shapes == [(2048, 384), (2048, 2048), (256, 2048)]
+    assert head(torch.randn(5, 384)).shape == (5, 256)
+
+
+def test_dino_head_outputs_cosines_to_prototypes():
+    head = DINOHead(16, n_prototypes=10, hidden_dim=32, bottleneck_dim=8)
+    out = head(torch.randn(4, 16))
+    assert out.shape == (4, 10)
+    assert out.abs().max() <= 1 + 1e-6
+
+
+def test_multicrop_groups_views_by_resolution():
+    student, _ = _pair()
+    calls = []
+    student.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape))
+    views = [torch.rand(3, 3, 32, 32)] * 2 + [torch.rand(3, 3, 16, 16)] * 4
+    out = student(views)
+    assert [o.shape for o in out] == [(3, 8)] * 6
+    assert calls == [(6, 3, 32, 32), (12, 3, 16, 16)]  # one forward per resolution
+    # the batched forward equals per-view forwards (eval mode: no batch statistics)
+    student.eval()
+    batched = student(views)
+    single = [student([v, v])[0] for v in views]
+    for a, b in zip(batched, single, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["copy", "keep"])
+def test_reinit_changes_head_clears_state_and_follows_teacher_policy(policy):
+    student, teacher = _pair()
+    optimizer = torch.optim.AdamW(param_groups(student), lr=1e-2)
+    views = [torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)]
+    _one_step(student, optimizer, views)
+    teacher_head_before = {k: v.clone() for k, v in teacher.head.state_dict().items()}
+    student_head_before = {k: v.clone() for k, v in student.head.state_dict().items()}
+    backbone_before = {k: v.clone() for k, v in student.backbone.state_dict().items()}
+    assert all(p in optimizer.state for p in student.head.parameters())
+
+    reinit_head(student, teacher, optimizer, policy=policy, seed=5)
+
+    weights = [k for k in student_head_before if k.endswith("weight")]
+    assert all(not torch.equal(student.head.state_dict()[k], student_head_before[k])
+               for k in weights)
+    assert all(torch.all(student.head.state_dict()[k] == 0) for k in student_head_before
+               if k.endswith("bias"))
+    assert not any(p in optimizer.state for p in student.head.parameters())
+    assert all(p in optimizer.state for p in student.backbone.parameters() if p.requires_grad)
+    for k, v in student.backbone.state_dict().items():
+        assert torch.equal(v, backbone_before[k])  # the backbone is untouched
+    for k, v in teacher.head.state_dict().items():
+        expected = student.head.state_dict()[k] if policy == "copy" else teacher_head_before[k]
+        assert torch.equal(v, expected)
+    # the new head is drawn from the init distribution: trunc normal, std 0.02
+    w = student.head.mlp[2].weight
+    assert w.std().item() == pytest.approx(0.02, rel=0.05) and w.abs().max() <= 2.0
+    _one_step(student, optimizer, views)  # training goes on with fresh Adam moments
+
+
+def test_reinit_is_reproducible_from_its_seed():
+    a, ta = _pair()
+    b, tb = _pair()
+    for s, t in ((a, ta), (b, tb)):
+        opt = torch.optim.AdamW(s.parameters())
+        torch.manual_seed(123 if s is a else 456)  # global RNG state must not matter
+        reinit_head(s, t, opt, policy="copy", seed=9)
+    for k, v in a.head.state_dict().items():
+        assert torch.equal(v, b.head.state_dict()[k])
+
+
+def test_param_groups_exclude_biases_and_norms_from_decay():
+    student, _ = _pair()
+    decay, no_decay = param_groups(student)
+    assert all(p.ndim > 1 for p in decay["params"])
+    assert all(p.ndim == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(student.parameters()))
+
+
+@pytest.mark.parametrize("name", [n for n in BACKBONES if n in
+                                  ("convnet-small", "resnet18-cifar", "vit-tiny/4")])
+def test_small_backbones_follow_the_contract(name):
+    backbone = make_backbone(name).eval()
+    feats = backbone(torch.rand(2, 3, 32, 32))
+    assert feats.shape == (2, backbone.num_features)
+
+
+def test_vit_16_takes_multicrop_resolutions():
+    backbone = make_backbone("vit-tiny/16").eval()
+    assert backbone(torch.rand(1, 3, 224, 224)).shape == (1, 192)
+    assert backbone(torch.rand(1, 3, 96, 96)).shape == (1, 192)
+
+
+def test_unknown_backbone_is_refused():
+    with pytest.raises(ValueError, match="Config.backbone"):
+        make_backbone("resnet19")
