@@ -107,10 +107,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             from discomm_lite.engine import train
 
+            from discomm_lite import distributed
+
             config = make_config(args.preset, **_overrides(args), out_dir=args.out)
-            run = train(config, max_steps=args.max_steps)
+            try:
+                run = train(config, max_steps=args.max_steps)
+            finally:
+                distributed.shutdown()
             last = next((r for r in reversed(run.records) if r["kind"] == "eval"), None)
-            print(json.dumps({"out_dir": args.out, "final_eval": last}))
+            if distributed.is_main_process():
+                print(json.dumps({"out_dir": args.out, "final_eval": last}))
         elif args.command == "evaluate":
             from discomm_lite.suite import evaluate_checkpoint
 

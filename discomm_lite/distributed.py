@@ -8,6 +8,7 @@ the training entry point).
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import torch.distributed as dist
@@ -48,9 +49,13 @@ def all_reduce_sum_with_grad(x: Tensor) -> Tensor:
     """
     if not is_distributed():
         return x
-    from torch.distributed.nn.functional import all_reduce
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private module without autograd; it remains the public,
+        # differentiable all-reduce.
+        warnings.simplefilter("ignore", FutureWarning)
+        from torch.distributed.nn.functional import all_reduce
 
-    return all_reduce(x)
+        return all_reduce(x)
 
 
 def all_reduce_sum_int(value: int) -> int:
@@ -96,3 +101,10 @@ def setup_from_env(device: str = "auto") -> torch.device:
 def barrier() -> None:
     if is_distributed():
         dist.barrier()
+
+
+def shutdown() -> None:
+    """Leave the process group cleanly (every process reaches this point first)."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -140,6 +140,8 @@ class _MetricBuffer:
             return [], {}
         names = list(self.values[0])
         stacked = torch.stack([torch.stack([v[n].float() for n in names]) for v in self.values])
+        # Each process's loss is over its share of the batch: log their mean, the global value.
+        stacked = distributed.all_reduce_sum(stacked) / distributed.world_size()
         table = stacked.cpu().tolist()  # the one host-device sync of the interval
         columns = {n: [row[i] for row in table] for i, n in enumerate(names)}
         columns.update({n: [h[n] for h in self.host] for n in self.host[0]})
@@ -160,6 +162,154 @@ def _truncate_metrics(path: Path, step: int) -> None:
     kept = [line for line in path.read_text().splitlines()
             if line.strip() and json.loads(line)["step"] <= step]
     path.write_text("".join(line + "\n" for line in kept))
+
+
+# ---- the state of a run and one training step ----------------------------------------------------
+@dataclass
+class TrainState:
+    """Everything that changes during training: exactly what a checkpoint holds (with the RNG)."""
+
+    student: MultiCropModel
+    teacher: MultiCropModel
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    center: Tensor | None  # DINO's running mean of teacher outputs (None for BITS, SimDINO)
+    autocast_dtype: torch.dtype | None
+    step: int = 0
+
+    def state_dict(self) -> dict:
+        return {"student": self.student.state_dict(), "teacher": self.teacher.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                "center": self.center, "step": self.step}
+
+    def load_state_dict(self, payload: dict) -> None:
+        self.student.load_state_dict(payload["student"])
+        self.teacher.load_state_dict(payload["teacher"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scaler.load_state_dict(payload["scaler"])
+        if self.center is not None:
+            self.center.copy_(payload["center"])
+        self.step = payload["step"]
+
+
+def build_state(config: Config, device: torch.device) -> TrainState:
+    """Student, teacher (same weights), AdamW, loss scaler and DINO center of a new run."""
+    torch.manual_seed(config.seed)  # every process draws the same initial weights
+    student = make_model(config)
+    if config.pretrained:
+        _load_pretrained_backbone(student, config)
+    teacher = make_teacher(student)
+    student.to(device)
+    teacher.to(device)
+    if _channels_last(student, device):
+        student.to(memory_format=torch.channels_last)
+        teacher.to(memory_format=torch.channels_last)
+    autocast_dtype = resolve_precision(config.precision, device)
+    return TrainState(
+        student=student, teacher=teacher, optimizer=make_optimizer(student, config, device),
+        scaler=torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16),
+        center=(torch.zeros(1, config.n_prototypes, device=device)
+                if config.method == "dino" else None),
+        autocast_dtype=autocast_dtype,
+    )
+
+
+def _channels_last(student: MultiCropModel, device: torch.device) -> bool:
+    # Channels-last lets cuDNN pick its fastest convolution kernels under bf16.
+    return device.type == "cuda" and is_convnet(student.backbone)
+
+
+@dataclass(frozen=True)
+class Forwards:
+    """How a step calls the models: DDP-wrapped and/or compiled when asked."""
+
+    student: Callable
+    teacher: Callable
+    channels_last: bool
+
+
+def make_forwards(state: TrainState, config: Config, device: torch.device) -> Forwards:
+    model: nn.Module = state.student
+    if distributed.is_distributed():
+        if device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    return Forwards(
+        student=torch.compile(model) if config.compile else model,
+        teacher=torch.compile(state.teacher) if config.compile else state.teacher,
+        channels_last=_channels_last(state.student, device),
+    )
+
+
+@dataclass(frozen=True)
+class StepSchedule:
+    """Where the schedules of a run turn: all in global steps."""
+
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    teacher_temp_steps: int
+
+    @classmethod
+    def from_config(cls, config: Config, steps_per_epoch: int) -> StepSchedule:
+        return cls(steps_per_epoch, config.epochs * steps_per_epoch,
+                   config.warmup_epochs * steps_per_epoch,
+                   config.teacher_temp_warmup_epochs * steps_per_epoch)
+
+
+def train_step(state: TrainState, views: list[Tensor], config: Config, forward: Forwards,
+               schedule: StepSchedule) -> tuple[dict[str, Tensor], dict[str, float]]:
+    """One optimisation step on a batch of views; returns (device metrics, schedule values).
+
+    schedules -> teacher forward on the global views -> student forward on all views -> loss ->
+    backward, clip, step -> EMA. Nothing here waits for the device (no `.item()`).
+    """
+    step, epoch = state.step, state.step // schedule.steps_per_epoch
+    # ---- schedules: pure functions of the global step
+    lr = schedules.warmup_cosine(step, schedule.total_steps, schedule.warmup_steps, config.lr,
+                                 config.lr_end)
+    wd = schedules.cosine(step, schedule.total_steps, config.weight_decay,
+                          config.weight_decay_end)
+    momentum = schedules.cosine(step, schedule.total_steps, config.momentum, config.momentum_end)
+    teacher_temp = schedules.linear_then_constant(step, schedule.teacher_temp_steps,
+                                                  config.teacher_temp_warmup, config.teacher_temp)
+    for group in state.optimizer.param_groups:
+        group["lr"] = lr
+        if group["apply_weight_decay"]:
+            group["weight_decay"] = wd
+    if forward.channels_last:
+        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+
+    # ---- forward: teacher on the global views only, student on every view
+    device_type = views[0].device.type
+    with torch.autocast(device_type, dtype=state.autocast_dtype or torch.float32,
+                        enabled=state.autocast_dtype is not None):
+        with torch.no_grad():
+            teacher_logits = forward.teacher(views[:config.n_global])
+        student_logits = forward.student(views)
+        loss, parts = compute_loss(config, student_logits, teacher_logits, center=state.center,
+                                   teacher_temp=teacher_temp)
+
+    # ---- backward, clip, step
+    state.optimizer.zero_grad(set_to_none=True)
+    state.scaler.scale(loss).backward()
+    state.scaler.unscale_(state.optimizer)
+    grad_norm = (nn.utils.clip_grad_norm_(state.student.parameters(), config.clip_grad)
+                 if config.clip_grad > 0 else _grad_norm(state.student))
+    if config.method == "dino" and epoch < config.freeze_last_layer_epochs:
+        state.student.head.cancel_last_layer_gradients()
+    state.scaler.step(state.optimizer)
+    state.scaler.update()
+
+    # ---- teacher: EMA of the student (and DINO's center)
+    ema_update(state.teacher, state.student, momentum)
+    if state.center is not None:
+        state.center = losses.update_center(state.center, teacher_logits, config.center_momentum)
+    state.step += 1
+    return ({"loss": loss.detach(), **parts, "grad_norm": grad_norm},
+            {"lr": lr, "weight_decay": wd, "momentum": momentum})
+
 
 
 # ---- the loop ----------------------------------------------------------------------------------
@@ -183,7 +333,6 @@ def train(
     out = Path(config.out_dir) if config.out_dir else None
     metrics_path = out / "metrics.jsonl" if out is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
-    torch.manual_seed(config.seed)
 
     # ---- data
     train_set = load_dataset(config.dataset, "train", config.data_root, download=config.download,
@@ -192,57 +341,25 @@ def train(
         train_set = train_set.subset(config.train_subset, seed=config.seed)
     batches = make_train_views(config, train_set, device, rank, world)
     steps_per_epoch = batches.steps_per_epoch
-    total_steps = config.epochs * steps_per_epoch
-    warmup_steps = config.warmup_epochs * steps_per_epoch
     eval_sets = _eval_sets(config, train_set) if config.eval_every else None
 
-    # ---- model, teacher, optimizer
-    student = make_model(config)
-    if config.pretrained:
-        _load_pretrained_backbone(student, config)
-    teacher = make_teacher(student)
-    student.to(device)
-    teacher.to(device)
-    # Channels-last lets cuDNN pick its fastest convolution kernels under bf16.
-    channels_last = device.type == "cuda" and is_convnet(student.backbone)
-    if channels_last:
-        student.to(memory_format=torch.channels_last)
-        teacher.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(student, config, device)
-    center = torch.zeros(1, config.n_prototypes, device=device) if config.method == "dino" else None
-    autocast_dtype = resolve_precision(config.precision, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)
-
-    # ---- resume
-    step = 0
+    # ---- model, teacher, optimizer, and everything else a checkpoint holds
+    state = build_state(config, device)
     records: list[dict] = []
     if ckpt_path is not None and ckpt_path.exists():
         payload = load_checkpoint(ckpt_path, config, map_location=device)
-        student.load_state_dict(payload["student"])
-        teacher.load_state_dict(payload["teacher"])
-        optimizer.load_state_dict(payload["optimizer"])
-        scaler.load_state_dict(payload["scaler"])
-        if center is not None:
-            center.copy_(payload["center"])
+        state.load_state_dict(payload)
         set_rng_state(payload["rng"])
-        step = payload["step"]
         if distributed.is_main_process():
-            _truncate_metrics(metrics_path, step)
+            _truncate_metrics(metrics_path, state.step)
         records = _read_records(metrics_path)
     elif out is not None and distributed.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
         config.save(out / "config.json")
         metrics_path.write_text("")
-
-    # The student that gradients flow through: DDP-wrapped under torchrun.
-    model: nn.Module = student
-    if distributed.is_distributed():
-        if device.type == "cuda":
-            model = nn.SyncBatchNorm.convert_sync_batchnorm(student)
-        model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    forward_student: Callable = torch.compile(model) if config.compile else model
-    forward_teacher: Callable = torch.compile(teacher) if config.compile else teacher
+    student, teacher, optimizer = state.student, state.teacher, state.optimizer
+    forward = make_forwards(state, config, device)
+    schedule = StepSchedule.from_config(config, steps_per_epoch)
 
     run = Run(config, out, student, teacher, records)
 
@@ -257,10 +374,8 @@ def train(
             return
         if distributed.is_main_process():
             save_checkpoint(ckpt_path, {
-                "config": config.to_dict(), "student": student.state_dict(),
-                "teacher": teacher.state_dict(), "optimizer": optimizer.state_dict(),
-                "scaler": scaler.state_dict(), "center": center, "step": step,
-                "epoch": step // steps_per_epoch, "rng": rng_state(),
+                "config": config.to_dict(), **state.state_dict(),
+                "epoch": state.step // steps_per_epoch, "rng": rng_state(),
             })
         distributed.barrier()
 
@@ -282,69 +397,28 @@ def train(
                 warnings.warn(message, ChannelCollapseWarning, stacklevel=2)
                 emit({"kind": "warning", "step": steps[-1], "message": message})
 
-    last_step = total_steps if max_steps is None else min(total_steps, max_steps)
+    last_step = schedule.total_steps if max_steps is None else min(schedule.total_steps,
+                                                                   max_steps)
     interrupted = False
     with _StopRequest() as stop:
-        while step < last_step:
-            epoch, start = divmod(step, steps_per_epoch)
+        while state.step < last_step:
+            epoch, start = divmod(state.step, steps_per_epoch)
             if start == 0 and schedules.reinit_due(epoch, config.reinit_every,
                                                    config.reinit_at_start):
                 reinit_head(student, teacher, optimizer, policy=config.teacher_head_policy,
                             seed=config.seed * 1009 + epoch)
-                emit({"kind": "reinit", "step": step, "epoch": epoch})
+                emit({"kind": "reinit", "step": state.step, "epoch": epoch})
             student.train()
             teacher.train()
             bar = _progress(progress, epoch, start, steps_per_epoch, config.epochs)
             for views in batches.epoch(epoch, start):
-                # ---- schedules: pure functions of the global step
-                lr = schedules.warmup_cosine(step, total_steps, warmup_steps, config.lr,
-                                             config.lr_end)
-                wd = schedules.cosine(step, total_steps, config.weight_decay,
-                                      config.weight_decay_end)
-                momentum = schedules.cosine(step, total_steps, config.momentum,
-                                            config.momentum_end)
-                teacher_temp = schedules.linear_then_constant(
-                    step, config.teacher_temp_warmup_epochs * steps_per_epoch,
-                    config.teacher_temp_warmup, config.teacher_temp)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                    if group["apply_weight_decay"]:
-                        group["weight_decay"] = wd
-                if channels_last:
-                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-
-                # ---- forward: teacher on the global views only, student on every view
-                with torch.autocast(device.type, dtype=autocast_dtype or torch.float32,
-                                    enabled=autocast_dtype is not None):
-                    with torch.no_grad():
-                        teacher_logits = forward_teacher(views[:config.n_global])
-                    student_logits = forward_student(views)
-                    loss, parts = compute_loss(config, student_logits, teacher_logits,
-                                               center=center, teacher_temp=teacher_temp)
-
-                # ---- backward, clip, step
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-                grad_norm = (nn.utils.clip_grad_norm_(student.parameters(), config.clip_grad)
-                             if config.clip_grad > 0 else _grad_norm(student))
-                if epoch < config.freeze_last_layer_epochs and config.method == "dino":
-                    student.head.cancel_last_layer_gradients()
-                scaler.step(optimizer)
-                scaler.update()
-
-                # ---- teacher: EMA of the student (and DINO's center)
-                ema_update(teacher, student, momentum)
-                if center is not None:
-                    center = losses.update_center(center, teacher_logits, config.center_momentum)
-                step += 1
-                buffer.add(step, {"loss": loss.detach(), **parts, "grad_norm": grad_norm},
-                           {"lr": lr, "weight_decay": wd, "momentum": momentum})
+                values, host = train_step(state, views, config, forward, schedule)
+                buffer.add(state.step, values, host)
                 if bar is not None:
                     bar.update(1)
-                if step % config.log_every == 0:
+                if state.step % config.log_every == 0:
                     flush()
-                if stop.signal is not None or step >= last_step:
+                if stop.signal is not None or state.step >= last_step:
                     break
             if bar is not None:
                 bar.close()
@@ -353,20 +427,21 @@ def train(
                 save()
                 interrupted = True
                 break
-            epoch_done = step % steps_per_epoch == 0
-            finished = step // steps_per_epoch
+            epoch_done = state.step % steps_per_epoch == 0
+            finished = state.step // steps_per_epoch
             if epoch_done and eval_sets and (finished % config.eval_every == 0
-                                             or step == total_steps):
-                emit({"kind": "eval", "step": step, "epoch": finished,
+                                             or state.step == schedule.total_steps):
+                emit({"kind": "eval", "step": state.step, "epoch": finished,
                       **_knn_eval(teacher, eval_sets, config, device)})
-            if step >= last_step or (epoch_done and finished % config.checkpoint_every == 0):
+            if state.step >= last_step or (epoch_done
+                                           and finished % config.checkpoint_every == 0):
                 save()
     run.interrupted = interrupted
     if interrupted:
-        message = (f"Training stopped by signal {stop.signal} at step {step}"
+        message = (f"Training stopped by signal {stop.signal} at step {state.step}"
                    + (f"; checkpoint saved in {ckpt_path}, train again to resume."
                       if ckpt_path else "."))
-        emit({"kind": "interrupted", "step": step, "message": message})
+        emit({"kind": "interrupted", "step": state.step, "message": message})
         if stop.signal == signal.SIGINT:
             raise KeyboardInterrupt(message)
     return run

@@ -1,0 +1,210 @@
+"""What the benchmark scripts share: cases, a side-by-side timer, FLOPs, the chip's peak, tables.
+
+Timing rule: every function under comparison is timed in the same process, on the same inputs,
+round-robin (A, B, C, A, B, C, ...), so a load spike on a shared machine hits all of them alike;
+each block of `steps` calls is fenced by `torch.cuda.synchronize()` on CUDA, comes after `warmup`
+untimed calls, and the median over `repeats` blocks is reported.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from torch.utils import flop_counter
+
+from discomm_lite.augment import make_views
+from discomm_lite.config import Config, make_config
+from discomm_lite.engine import Forwards, StepSchedule, TrainState, build_state, make_forwards
+from discomm_lite.pipeline import FolderViews, InMemoryViews, view_spec_from_config
+
+# ---- the cases -------------------------------------------------------------------------------
+# Each case is a preset with overrides and its default batch; the views are the preset's.
+CASES: dict[str, tuple[str, dict, int]] = {
+    "resnet18-cifar": ("cifar-full", {}, 512),  # 2 x 32 px global crops
+    "vit-small/16": ("imagenet-paper", {"backbone": "vit-small/16"}, 64),  # 2x224 + 10x96
+    "vit-base/16": ("imagenet-paper", {}, 64),  # 2x224 + 10x96: the paper's ImageNet run
+}
+# --quick: a tiny batch and small crops (ResNet 2x16, ViT 2x32 + 2x16), so that a loaded CPU
+# runs every code path in seconds; the numbers then measure overheads, not the method.
+QUICK_BATCH = 2
+QUICK_HELP = "tiny batch (2) and crops (2x16 px; ViTs 2x32 + 2x16) for CPU smoke runs"
+
+# Dense bf16 peak FLOP/s (no sparsity), keyed by torch.cuda.get_device_name().
+PEAK_BF16_FLOPS = {
+    "NVIDIA H100 80GB HBM3": 989e12,  # H100 SXM
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100-SXM4-80GB": 312e12,
+    "NVIDIA A100-SXM4-40GB": 312e12,
+    "NVIDIA A100 80GB PCIe": 312e12,
+    "NVIDIA A100-PCIE-40GB": 312e12,
+}
+
+
+def case_config(case: str, *, device: torch.device, batch_size: int | None = None,
+                quick: bool = False, compile: bool = False, precision: str = "auto") -> Config:
+    """The Config of a benchmark case; `quick` shrinks the batch and the 224 px crops."""
+    if case not in CASES:
+        raise SystemExit(f"Unknown case {case!r}: the cases are {', '.join(CASES)}.")
+    preset, overrides, default_batch = CASES[case]
+    config = make_config(preset, **overrides, device=str(device), compile=compile,
+                         precision=precision, batch_size=batch_size or default_batch)
+    if quick:
+        config = config.replace(batch_size=batch_size or QUICK_BATCH, local_size=16,
+                                global_size=32 if config.n_local else 16,
+                                n_local=min(config.n_local, 2))
+    return config
+
+
+def crops_label(config: Config) -> str:
+    label = f"{config.n_global}x{config.global_size}"
+    return label + (f" + {config.n_local}x{config.local_size}" if config.n_local else "")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def describe(device: torch.device, config: Config) -> str:
+    """One line: the chip, precision, compile mode, threads and torch version of a result."""
+    chip = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
+    precision = {"auto": "bf16" if device.type == "cuda" else "fp32"}.get(config.precision,
+                                                                           config.precision)
+    return (f"{device.type} ({chip}), {precision} autocast, "
+            f"{'torch.compile' if config.compile else 'eager'}, "
+            f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+
+
+# ---- the training step -----------------------------------------------------------------------
+@dataclass
+class StepSetup:
+    """What `train_step` needs, built as `engine.train` builds it."""
+
+    config: Config
+    state: TrainState
+    forward: Forwards
+    schedule: StepSchedule
+
+
+def make_step_setup(config: Config, device: torch.device, steps_per_epoch: int = 100
+                    ) -> StepSetup:
+    state = build_state(config, device)
+    return StepSetup(config, state, make_forwards(state, config, device),
+                     StepSchedule.from_config(config, steps_per_epoch))
+
+
+def endless(batches: InMemoryViews | FolderViews, start_epoch: int = 0) -> Iterator[list[Tensor]]:
+    """The batches of epoch `start_epoch`, then of the next epochs, without end."""
+    for epoch in itertools.count(start_epoch):
+        yield from batches.epoch(epoch)
+
+
+def random_views(config: Config, device: torch.device, seed: int = 0) -> list[Tensor]:
+    """One batch of the config's views, made by `make_views` from random uint8 images."""
+    generator = torch.Generator().manual_seed(seed)
+    side = config.global_size
+    images = torch.randint(0, 256, (config.batch_size, 3, side, side), dtype=torch.uint8,
+                           generator=generator)
+    return make_views(images.to(device), view_spec_from_config(config), generator)
+
+
+# ---- timing ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Timing:
+    ms: float  # median milliseconds per call
+    peak_bytes: int | None  # CUDA peak memory allocated during the calls, None elsewhere
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_side_by_side(fns: dict[str, Callable[[], object]], device: torch.device, *,
+                      steps: int, warmup: int, repeats: int) -> dict[str, Timing]:
+    """Median ms per call of each function, timed round-robin in blocks of `steps` calls."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    sync(device)
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    peaks: dict[str, int] = dict.fromkeys(fns, 0)
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            sync(device)
+            samples[name].append((time.perf_counter() - start) * 1000 / steps)
+            if device.type == "cuda":
+                peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(device))
+    return {name: Timing(statistics.median(samples[name]),
+                         peaks[name] if device.type == "cuda" else None) for name in fns}
+
+
+# ---- FLOPs and MFU ---------------------------------------------------------------------------
+def _count_cpu_attention() -> None:
+    """FlopCounterMode knows the CUDA attention kernels, not the CPU one: give it the same rule."""
+    aten = torch.ops.aten
+    for op, formula in ((aten._scaled_dot_product_flash_attention_for_cpu,
+                         flop_counter.sdpa_flop),
+                        (aten._scaled_dot_product_flash_attention_for_cpu_backward,
+                         flop_counter.sdpa_backward_flop)):
+        if op not in flop_counter.flop_registry:
+            flop_counter.register_flop_formula(op, get_raw=True)(formula)
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of one call (matmuls, convolutions, attention), counted by FlopCounterMode."""
+    _count_cpu_attention()
+    with flop_counter.FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def peak_flops(device: torch.device) -> float | None:
+    """The chip's dense bf16 peak FLOP/s, or None when the chip is not in the table."""
+    if device.type != "cuda":
+        return None
+    return PEAK_BF16_FLOPS.get(torch.cuda.get_device_name(device))
+
+
+# ---- printing --------------------------------------------------------------------------------
+def fmt(value: float | None, spec: str = ".1f", unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def fmt_rate(value: float) -> str:
+    """A throughput: whole numbers from 10 up, two significant digits below."""
+    return f"{value:.0f}" if value >= 10 else f"{value:.2g}"
+
+
+def fmt_bytes(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]],
+                title: str | None = None) -> None:
+    """A Markdown table, columns padded to their widest cell."""
+    cells = [[str(h) for h in headers]] + [[str(c) for c in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+    if title:
+        print(f"\n{title}")
+    print(line(cells[0]))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in cells[1:]:
+        print(line(row))

@@ -1,0 +1,116 @@
+"""Sweeps: one papermill execution per grid point, failures reported, the others finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from discomm_lite.sweep import grid_points, run_name, run_sweep, summary_table
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A tiny notebook: its parameters are Config fields; it writes one eval record into out_dir,
+# and fails for n_bits == 13. It imports nothing heavy, so each execution takes a second or two.
+BODY = """
+import json
+from pathlib import Path
+
+if n_bits == 13:
+    raise ValueError("n_bits = 13 is unlucky")
+Path(out_dir).mkdir(parents=True, exist_ok=True)
+record = {"kind": "eval", "step": 1, "epoch": 1, "knn20_top1": n_bits / 100, "seed": seed}
+(Path(out_dir) / "metrics.jsonl").write_text(json.dumps(record) + "\\n")
+"""
+
+
+@pytest.fixture
+def notebook(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    parameters = nbformat.v4.new_code_cell("n_bits = 8\nseed = 0\nout_dir = None")
+    parameters.metadata["tags"] = ["parameters"]
+    nb.cells = [parameters, nbformat.v4.new_code_cell(BODY)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    path = tmp_path / "tiny.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def test_grid_points_and_names():
+    points = grid_points({"n_bits": [8, 16], "reinit_every": [0, 2]})
+    assert points == [{"n_bits": 8, "reinit_every": 0}, {"n_bits": 8, "reinit_every": 2},
+                      {"n_bits": 16, "reinit_every": 0}, {"n_bits": 16, "reinit_every": 2}]
+    assert run_name(points[1]) == "n_bits=8,reinit_every=2"
+    assert run_name({}) == "default"
+
+
+def test_a_failed_run_is_reported_and_the_others_finish(notebook, tmp_path):
+    out = tmp_path / "sweep"
+    results = run_sweep(notebook, {"n_bits": [8, 13, 16]}, out, parameters={"seed": 3}, jobs=2)
+    by_name = {r["name"]: r for r in results}
+    assert list(by_name) == ["n_bits=8", "n_bits=13", "n_bits=16"]
+    failed = by_name["n_bits=13"]
+    assert failed["status"] == "failed" and "unlucky" in failed["error"]
+    assert failed["final_eval"] is None
+    for name, n_bits in (("n_bits=8", 8), ("n_bits=16", 16)):
+        run = by_name[name]
+        assert run["status"] == "ok" and run["error"] is None
+        assert run["parameters"] == {"seed": 3, "n_bits": n_bits}  # fixed + grid values
+        assert run["final_eval"]["knn20_top1"] == n_bits / 100
+        assert run["final_eval"]["seed"] == 3  # the fixed parameter reached the notebook
+    for name in by_name:  # each run in its own folder, with its executed notebook
+        assert (out / name / "tiny.ipynb").exists()
+    assert not (out / "n_bits=13" / "metrics.jsonl").exists()
+    assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(results))
+    table, rows, cols = summary_table(results, "n_bits", "seed", "knn20_top1")
+    assert rows == [8, 13, 16] and cols == [3]
+    assert table[0] == [0.08] and table[2] == [0.16] and table[1][0] != table[1][0]  # NaN
+
+
+def test_unknown_grid_names_are_refused(notebook, tmp_path):
+    with pytest.raises(ValueError, match="not fields of discomm_lite.Config"):
+        run_sweep(notebook, {"n_bitz": [8]}, tmp_path / "sweep")
+    with pytest.raises(ValueError, match="not fields of discomm_lite.Config"):
+        run_sweep(notebook, {"n_bits": [8]}, tmp_path / "sweep", parameters={"sead": 1})
+    assert not (tmp_path / "sweep").exists()  # refused before anything ran
+
+
+def cli(*args, cwd):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])}
+    return subprocess.run([sys.executable, "-m", "discomm_lite", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_sweep_fails_and_names_the_failed_run(notebook, tmp_path):
+    out = tmp_path / "cli-sweep"
+    result = cli("sweep", str(notebook), "--grid", "n_bits=8,13", "--out", str(out), "--jobs", "2",
+                 cwd=tmp_path)
+    assert result.returncode != 0
+    assert "n_bits=13" in result.stderr and "unlucky" in result.stderr
+    assert "n_bits=8" not in result.stderr  # only the failed run is named as failed
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["status"] for r in summary] == ["ok", "failed"]
+
+
+def test_cli_sweep_succeeds_with_fixed_parameters(notebook, tmp_path):
+    out = tmp_path / "cli-ok"
+    result = cli("sweep", str(notebook), "--grid", "n_bits=8,16", "-p", "seed", "5",
+                 "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["final_eval"]["seed"] for r in summary] == [5, 5]
+
+
+def test_cli_refuses_unknown_grid_names(notebook, tmp_path):
+    result = cli("sweep", str(notebook), "--grid", "n_bitz=8,16", "--out", str(tmp_path / "x"),
+                 cwd=tmp_path)
+    assert result.returncode != 0
+    assert "n_bitz" in result.stderr
+    assert not (tmp_path / "x").exists()
