@@ -105,17 +105,17 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":
-            from discomm_lite.engine import train
-
             from discomm_lite import distributed
+            from discomm_lite.engine import train
 
             config = make_config(args.preset, **_overrides(args), out_dir=args.out)
             try:
                 run = train(config, max_steps=args.max_steps)
+                main_process = distributed.is_main_process()
             finally:
                 distributed.shutdown()
             last = next((r for r in reversed(run.records) if r["kind"] == "eval"), None)
-            if distributed.is_main_process():
+            if main_process:
                 print(json.dumps({"out_dir": args.out, "final_eval": last}))
         elif args.command == "evaluate":
             from discomm_lite.suite import evaluate_checkpoint
