@@ -106,7 +106,8 @@ def test_sigterm_saves_a_checkpoint_and_resume_matches(tmp_path):
                             text=True)
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 300
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 3):
+    while time.time() < deadline and not (metrics.exists()
+                                          and metrics.read_text().count("\n") >= 3):
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
