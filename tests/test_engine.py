@@ -97,7 +97,7 @@ def test_resume_with_another_config_is_refused(tmp_path):
         train(tiny_config(tmp_path, epochs=1, eval_every=0, n_bits=32), progress=False)
 
 
-def test_sigterm_saves_a_checkpoint_and_resume_matches(tmp_path):
+def test_sigterm_saves_a_checkpoint_at_the_step_reached(tmp_path):
     out = tmp_path / "term"
     args = [sys.executable, "-m", "discomm_lite", "train", "--preset", "synthetic-toy",
             "--out", str(out), "--epochs", "40", "--train_subset", "512", "--batch_size", "64",
