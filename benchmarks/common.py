@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.utils import flop_counter
 
 from discomm_lite.augment import make_views
+from discomm_lite.backbones import BACKBONES
 from discomm_lite.config import Config, make_config
 from discomm_lite.engine import Forwards, StepSchedule, TrainState, build_state, make_forwards
 from discomm_lite.pipeline import FolderViews, InMemoryViews, view_spec_from_config
@@ -48,10 +49,20 @@ PEAK_BF16_FLOPS = {
 
 def case_config(case: str, *, device: torch.device, batch_size: int | None = None,
                 quick: bool = False, compile: bool = False, precision: str = "auto") -> Config:
-    """The Config of a benchmark case; `quick` shrinks the batch and the 224 px crops."""
-    if case not in CASES:
-        raise SystemExit(f"Unknown case {case!r}: the cases are {', '.join(CASES)}.")
-    preset, overrides, default_batch = CASES[case]
+    """The Config of a case: a name of CASES, or any backbone of the library (`vit-tiny/16`).
+
+    Other backbones take the crops of their resolution: 224 px ones (`*/16`, resnet18, resnet50)
+    the ImageNet crops, the others the CIFAR crops. `quick` shrinks the batch and the crops.
+    """
+    if case in CASES:
+        preset, overrides, default_batch = CASES[case]
+    elif case in BACKBONES:
+        large = case.endswith("/16") or case in ("resnet18", "resnet50")
+        preset, default_batch = ("imagenet-paper", 64) if large else ("cifar-full", 512)
+        overrides = {"backbone": case}
+    else:
+        raise SystemExit(f"Unknown case {case!r}: the cases are {', '.join(CASES)}, or any "
+                         f"backbone of the library ({', '.join(BACKBONES)}).")
     config = make_config(preset, **overrides, device=str(device), compile=compile,
                          precision=precision, batch_size=batch_size or default_batch)
     if quick:

@@ -12,7 +12,7 @@
 
 The ratio is pipeline images/s over step images/s: at 3 or more the step never waits for data.
 
-    python benchmarks/data_pipeline.py                          # on the GPU, vit-base/16
+    python benchmarks/data_pipeline.py                          # on the GPU
     python benchmarks/data_pipeline.py --folder /data/imagenet --workers 8
     python benchmarks/data_pipeline.py --device cpu --quick --steps 1 --warmup 0   # CI smoke run
 """
@@ -29,6 +29,7 @@ import torch
 from common import (
     QUICK_HELP,
     case_config,
+    crops_label,
     describe,
     endless,
     fmt,
@@ -69,7 +70,7 @@ def report(title: str, config: Config, rows: dict[str, float], ratio: float) -> 
 
 
 def in_memory(args: argparse.Namespace, device: torch.device) -> None:
-    config = case_config("resnet18-cifar", device=device, batch_size=args.batch_size,
+    config = case_config(args.backbone_a, device=device, batch_size=args.batch_size,
                          quick=args.quick)
     images = make_synthetic(4 * config.batch_size, image_size=32, seed=config.seed)
     batches = make_train_views(config, images, device)
@@ -78,7 +79,7 @@ def in_memory(args: argparse.Namespace, device: torch.device) -> None:
     fixed = next(stream)
     times = time_side_by_side({
         "pipeline: InMemoryViews": lambda: next(stream),
-        "step: train_step, resnet18-cifar": lambda: train_step(
+        f"step: train_step, {args.backbone_a}": lambda: train_step(
             setup.state, fixed, config, setup.forward, setup.schedule),
         "pipeline + step": lambda: train_step(
             setup.state, next(stream), config, setup.forward, setup.schedule),
@@ -87,7 +88,8 @@ def in_memory(args: argparse.Namespace, device: torch.device) -> None:
     report(f"## (a) in-memory 32 px images, batch {config.batch_size}; "
            f"{describe(device, config)}", config,
            {name: t.ms for name, t in times.items()}, step / pipeline)
-    print(f"augmentation share of training time: {100 * (both - step) / both:.0f}%")
+    print(f"the augmentation adds {both - step:+.1f} ms to the step "
+          f"({100 * (both - step) / step:+.0f}%)")
 
 
 def time_epoch(batches: Iterator[list[Tensor]], skip: int, device: torch.device,
@@ -111,7 +113,8 @@ def time_epoch(batches: Iterator[list[Tensor]], skip: int, device: torch.device,
 
 
 def from_folder(args: argparse.Namespace, device: torch.device) -> None:
-    config = case_config(args.vit, device=device, batch_size=args.batch_size, quick=args.quick)
+    config = case_config(args.backbone_b, device=device, batch_size=args.batch_size,
+                         quick=args.quick)
     workers = default_num_workers() if args.workers < 0 else args.workers
     config = config.replace(num_workers=workers)
     # Every worker's first batch arrives at about the same time: skip that many, then time.
@@ -132,14 +135,14 @@ def from_folder(args: argparse.Namespace, device: torch.device) -> None:
         def step(views):
             train_step(setup.state, views, config, setup.forward, setup.schedule)
 
-        times = time_side_by_side({"step": lambda: step(fixed)}, device, steps=args.steps,
-                                  warmup=args.warmup, repeats=args.repeats)
+        step_ms = time_side_by_side({"step": lambda: step(fixed)}, device, steps=args.steps,
+                                    warmup=args.warmup, repeats=args.repeats)["step"].ms
         both, _ = time_epoch(batches.epoch(1), skip, device, consume=step)
     source = args.folder or f"{len(dataset)} synthetic PNGs of {config.global_size} px"
     report(f"## (b) ImageFolder ({source}), {workers} workers, batch {config.batch_size}, "
-           f"{args.vit}; {describe(device, config)}", config,
-           {"pipeline: FolderViews": pipeline, f"step: train_step, {args.vit}": times["step"].ms,
-            "pipeline + step": both}, times["step"].ms / pipeline)
+           f"crops {crops_label(config)}; {describe(device, config)}", config,
+           {"pipeline: FolderViews": pipeline, f"step: train_step, {args.backbone_b}": step_ms,
+            "pipeline + step": both}, step_ms / pipeline)
 
 
 def main() -> None:
@@ -148,7 +151,10 @@ def main() -> None:
     parser.add_argument("--parts", nargs="+", default=["a", "b"], choices=["a", "b"])
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per step (default: 512 in (a), 64 in (b); 2 with --quick)")
-    parser.add_argument("--vit", default="vit-base/16", choices=["vit-small/16", "vit-base/16"])
+    parser.add_argument("--backbone-a", default="resnet18-cifar",
+                        help="the step of (a): a 32 px backbone (default resnet18-cifar)")
+    parser.add_argument("--backbone-b", default="vit-base/16",
+                        help="the step of (b): a 224 px backbone (default vit-base/16)")
     parser.add_argument("--folder", default=None,
                         help="an ImageFolder root holding train/<class>/<image> (default: a "
                              "temporary one of synthetic PNGs)")

@@ -124,7 +124,9 @@ def run_case(case: str, args: argparse.Namespace, device: torch.device) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    parser.add_argument("--cases", nargs="+", default=list(CASES),
+                        help=f"{', '.join(CASES)} (default: all), or other backbones of the "
+                             "library, e.g. vit-tiny/16")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="images per step (default: 512 for resnet18-cifar, 64 for the ViTs; "
                              "2 with --quick)")

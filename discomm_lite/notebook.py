@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from discomm_lite.config import Config
+from discomm_lite.config import Config, make_config
 
 # The fast setting of every notebook in CI: one short epoch on a few hundred images.
 SMOKE_OVERRIDES = dict(
@@ -34,6 +34,26 @@ def smoke(config: Config, **extra) -> Config:
     if not is_smoke():
         return config
     return config.replace(**{**SMOKE_OVERRIDES, **extra})
+
+
+def config_from_parameters(preset: str | None, namespace: dict) -> Config:
+    """The Config of a notebook: `preset` plus every parameter assigned in `namespace`.
+
+    Call it with `globals()` right after the `parameters` cell (and papermill's injected one):
+    every plain value (number, string, bool, None) assigned there is taken as a Config field
+    (UPPER_CASE constants excepted), so
+    a misspelt `papermill -p n_bit 64` raises an error naming the field, where papermill itself
+    would only warn and run with the default.
+    """
+    plain = (int, float, str, bool, type(None))
+    values = {k: v for k, v in namespace.items()
+              if isinstance(v, plain) and not k.startswith("_") and not k.isupper()
+              and k not in _IPYTHON_NAMES}
+    return make_config(preset, **values)
+
+
+# Names IPython defines in every namespace; never parameters.
+_IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
 
 
 def run_dir(config: Config, root: str | Path = "runs") -> str:
@@ -96,7 +116,7 @@ def write_image_folder(dataset, root: str | Path, image_size: int | None = None)
     settings, through exactly the code path real folders take.
     """
     import torch.nn.functional as F
-    from torchvision.io import write_png
+    from PIL import Image
 
     root = Path(root)
     images = dataset.images
@@ -106,5 +126,5 @@ def write_image_folder(dataset, root: str | Path, image_size: int | None = None)
     for i, (image, label) in enumerate(zip(images, dataset.labels.tolist(), strict=True)):
         folder = root / dataset.classes[label]
         folder.mkdir(parents=True, exist_ok=True)
-        write_png(image.contiguous(), str(folder / f"{i:05d}.png"))
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:05d}.png")
     return root

@@ -96,8 +96,9 @@ def test_notebook_is_saved_clean_and_documented(path):
     for heading in ("Learning goals", "Cost", "Hardware", "Data"):
         assert heading in first.source, f"{path.name}: the first cell does not state {heading!r}"
     assert "smoke" in first.source, f"{path.name}: the first cell must state the smoke cost"
-    assert nb.cells[-1].cell_type == "code" and "summary" in nb.cells[-1].source.lower(), (
-        f"{path.name}: the last cell must be the results summary")
+    last_heading = [c for c in nb.cells if c.cell_type == "markdown"][-1]
+    assert nb.cells[-1].cell_type == "code" and "summary" in last_heading.source.lower(), (
+        f"{path.name}: the notebook must end with a results summary (a 'Summary' section)")
 
 
 @by_stem(NOTEBOOKS)
@@ -214,7 +215,7 @@ def check_06(nb, run):
 
 def check_07(nb, run):
     steps = [r["step"] for r in records(run) if r["kind"] == "train"]
-    assert steps == [1, 2, 3, 4]  # 2 steps, interrupted, then resumed to the end
+    assert steps == [1, 2]  # 1 step, interrupted, then resumed to the end
     config = json.loads((run / "config.json").read_text())
     assert config["backbone"] == "vit-tiny/16" and config["dataset"] == "imagefolder"
     assert (run / "checkpoint.eval.json").exists()
