@@ -160,3 +160,36 @@ def test_forced_collapse_is_detected_with_numbers(tmp_path, monkeypatch):
     warning = [r for r in run.records if r["kind"] == "warning"]
     assert warning and "coding rate" in warning[0]["message"]
     assert os.path.exists(Path(config.out_dir) / "checkpoint.pt")
+
+
+@pytest.mark.parametrize("changes,message", [
+    (dict(global_size=64, local_size=16), "global_size"),
+    (dict(n_local=2, local_size=48, global_size=64), "global_size"),
+    (dict(batch_size=4096), "larger than the training set"),
+])
+def test_bad_run_inputs_fail_before_training_with_a_clear_message(tmp_path, changes, message):
+    with pytest.raises(ValueError, match=message):
+        train(tiny_config(tmp_path, **changes), progress=False)
+
+
+def test_batch_must_split_over_processes():
+    from discomm_lite.pipeline import check_batch
+
+    with pytest.raises(ValueError, match="multiple of the number of processes"):
+        check_batch(1000, batch_size=6, world_size=4)
+    with pytest.raises(ValueError, match="at least 8"):
+        check_batch(1000, batch_size=4, world_size=8)
+
+
+def test_cli_evaluate_writes_the_suite_json(tmp_path):
+    train(tiny_config(tmp_path, epochs=1, eval_every=0), progress=False)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    result = subprocess.run([sys.executable, "-m", "discomm_lite", "evaluate", "--checkpoint",
+                             str(checkpoint)], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(checkpoint.with_suffix(".eval.json").read_text())
+    for key in ("knn20_top1", "knn200_top1", "linear_top1", "map_cosine", "map_hamming",
+                "effective_dim", "effective_rank", "map_vs_bits", "code_mean_bit_entropy"):
+        assert key in written, key
+    assert 0 <= written["map_hamming"] <= 1 and 1 <= written["effective_dim"] <= 256
