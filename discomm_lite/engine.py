@@ -30,7 +30,6 @@ from discomm_lite.checkpoint import (
     set_rng_state,
 )
 from discomm_lite.config import Config
-from discomm_lite.data import load_dataset
 from discomm_lite.ema import ema_update
 from discomm_lite.model import (
     MultiCropModel,
@@ -39,7 +38,7 @@ from discomm_lite.model import (
     param_groups,
     reinit_head,
 )
-from discomm_lite.pipeline import make_train_views
+from discomm_lite.pipeline import load_splits, make_train_views
 
 Callback = Callable[[dict], None]
 
@@ -335,13 +334,9 @@ def train(
     ckpt_path = out / "checkpoint.pt" if out is not None else None
 
     # ---- data
-    train_set = load_dataset(config.dataset, "train", config.data_root, download=config.download,
-                             image_size=config.image_size, seed=config.seed)
-    if config.train_subset:
-        train_set = train_set.subset(config.train_subset, seed=config.seed)
+    train_set, test_set = load_splits(config, with_test=config.eval_every > 0)
     batches = make_train_views(config, train_set, device, rank, world)
     steps_per_epoch = batches.steps_per_epoch
-    eval_sets = _eval_sets(config, train_set) if config.eval_every else None
 
     # ---- model, teacher, optimizer, and everything else a checkpoint holds
     state = build_state(config, device)
@@ -429,10 +424,10 @@ def train(
                 break
             epoch_done = state.step % steps_per_epoch == 0
             finished = state.step // steps_per_epoch
-            if epoch_done and eval_sets and (finished % config.eval_every == 0
-                                             or state.step == schedule.total_steps):
+            if epoch_done and test_set is not None and (finished % config.eval_every == 0
+                                                        or state.step == schedule.total_steps):
                 emit({"kind": "eval", "step": state.step, "epoch": finished,
-                      **_knn_eval(teacher, eval_sets, config, device)})
+                      **_knn_eval(teacher, train_set, test_set, config.image_size, device)})
             if state.step >= last_step or (epoch_done
                                            and finished % config.checkpoint_every == 0):
                 save()
@@ -506,16 +501,8 @@ def _load_pretrained_backbone(student: MultiCropModel, config: Config) -> None:
         {k[len(prefix):]: v for k, v in payload["teacher"].items() if k.startswith(prefix)})
 
 
-def _eval_sets(config: Config, train_set) -> dict:
-    test_set = load_dataset(config.dataset, "test", config.data_root, download=config.download,
-                            image_size=config.image_size, seed=config.seed)
-    if config.test_subset:
-        test_set = test_set.subset(config.test_subset, seed=config.seed)
-    return {"train": train_set, "test": test_set}
-
-
 @torch.no_grad()
-def _knn_eval(teacher: MultiCropModel, eval_sets: dict, config: Config,
+def _knn_eval(teacher: MultiCropModel, train_set, test_set, image_size: int,
               device: torch.device) -> dict:
     """k-NN accuracy of the teacher backbone (DINO and lightly protocols), on the main process."""
     from discomm_lite.evaluate import evaluate_knn
@@ -523,10 +510,8 @@ def _knn_eval(teacher: MultiCropModel, eval_sets: dict, config: Config,
 
     result: dict = {}
     if distributed.is_main_process():
-        bank = extract_features(teacher.backbone, eval_sets["train"], image_size=config.image_size,
-                                device=device)
-        query = extract_features(teacher.backbone, eval_sets["test"], image_size=config.image_size,
-                                 device=device)
+        bank = extract_features(teacher.backbone, train_set, image_size=image_size, device=device)
+        query = extract_features(teacher.backbone, test_set, image_size=image_size, device=device)
         result = evaluate_knn(bank["feats"], bank["labels"], query["feats"], query["labels"])
     distributed.barrier()
     teacher.train()

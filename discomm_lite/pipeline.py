@@ -21,7 +21,12 @@ from torch import Tensor
 
 from discomm_lite.augment import MultiCropTransform, ViewSpec, make_views
 from discomm_lite.config import Config
-from discomm_lite.data import ImageFolderDataset, ImageTensorDataset, default_num_workers
+from discomm_lite.data import (
+    ImageFolderDataset,
+    ImageTensorDataset,
+    default_num_workers,
+    load_dataset,
+)
 
 # Large odd multipliers keep the derived seeds of different (epoch, step) pairs apart.
 _EPOCH_STRIDE = 1_000_003
@@ -133,6 +138,21 @@ class FolderViews:
         for views in loader:
             # uint8 crosses to the device (4x less traffic than float), then becomes [0, 1].
             yield [v.to(self.device, non_blocking=True).float().div_(255) for v in views]
+
+
+def load_splits(config: Config, *, with_test: bool = True
+                ) -> tuple[ImageTensorDataset | ImageFolderDataset,
+                           ImageTensorDataset | ImageFolderDataset | None]:
+    """The run's training set and test set, with `train_subset` / `test_subset` applied."""
+    splits = []
+    for split, n in (("train", config.train_subset), ("test", config.test_subset)):
+        if split == "test" and not with_test:
+            splits.append(None)
+            continue
+        data = load_dataset(config.dataset, split, config.data_root, download=config.download,
+                            image_size=config.image_size, seed=config.seed)
+        splits.append(data.subset(n, seed=config.seed) if n else data)
+    return splits[0], splits[1]
 
 
 def make_train_views(config: Config, dataset: ImageTensorDataset | ImageFolderDataset,

@@ -11,11 +11,11 @@ from torch import nn
 
 from discomm_lite.checkpoint import load_checkpoint
 from discomm_lite.config import Config
-from discomm_lite.data import load_dataset
 from discomm_lite.evaluate import evaluate_knn, geometry, linear_probe, map_vs_bits, retrieval_map
 from discomm_lite.features import extract_features
 from discomm_lite.language import language_summary
 from discomm_lite.model import make_model
+from discomm_lite.pipeline import load_splits
 
 
 def evaluate_model(
@@ -81,18 +81,14 @@ def evaluate_checkpoint(
     model = make_model(config)
     model.load_state_dict(payload["teacher"])
     model.to(device)
-    name = dataset or config.dataset
-    root = data_root if data_root is not None else config.data_root
-    sets = {}
-    for split, subset in (("train", train_subset), ("test", test_subset)):
-        data = load_dataset(name, split, root, image_size=config.image_size, seed=config.seed)
-        n = subset if subset is not None else (
-            config.train_subset if split == "train" else config.test_subset)
-        sets[split] = data.subset(n, seed=config.seed) if n else data
+    changes = {"dataset": dataset, "data_root": data_root, "train_subset": train_subset,
+               "test_subset": test_subset}
+    data_config = config.replace(**{k: v for k, v in changes.items() if v is not None})
+    train_set, test_set = load_splits(data_config)
     head = model.head if config.method != "dino" else None  # DINO has prototypes, not codes
-    result = {"checkpoint": str(path), "dataset": name, "step": payload["step"],
+    result = {"checkpoint": str(path), "dataset": data_config.dataset, "step": payload["step"],
               "method": config.method,
-              **evaluate_model(model.backbone, sets["train"], sets["test"],
+              **evaluate_model(model.backbone, train_set, test_set,
                                image_size=config.image_size, head=head, device=device,
                                retrieval_k=retrieval_k)}
     if write:
