@@ -74,9 +74,11 @@ def _train_records(args, out):
 
 @pytest.mark.parametrize("method", ["bits", "simdino"])
 def test_two_processes_train_like_one(tmp_path, method):
-    # GroupNorm backbone: no batch statistics, so per-process batches change nothing.
+    # GroupNorm backbone, no head BatchNorm: no batch statistics, so per-process batches change
+    # nothing (on GPUs, DDP runs convert BatchNorm to SyncBatchNorm instead).
     args = ["-m", "discomm_lite", "train", "--preset", "synthetic-toy", "--method", method,
-            "--backbone", "convnet-small-gn", "--train_subset", "128", "--batch_size", "32",
+            "--backbone", "convnet-small-gn", "--head_norm", "none", "--train_subset", "128",
+            "--batch_size", "32",
             "--epochs", "2", "--reinit_every", "1", "--n_bits", "16", "--head_hidden_dim", "64",
             "--log_every", "1", "--eval_every", "0", "--device", "cpu"]
     one, two = tmp_path / "one", tmp_path / "two"
