@@ -563,12 +563,16 @@ def _load_tensors(path: Path) -> ImageTensorDataset:
 
 
 def default_num_workers() -> int:
-    """DataLoader workers for this machine: the usable cores but one, at most 8, 0 on one core."""
+    """DataLoader workers for this machine: the usable cores but one (0 on one core).
+
+    No fixed cap: 12 DINO crops of a 224 px image cost ~30 ms of CPU, so a ViT-B/16 step on one
+    GPU needs every core a node gives it (benchmarks/data_pipeline.py measures this).
+    """
     try:
         cpus = len(os.sched_getaffinity(0))  # the cores this process may run on (taskset, cgroups)
     except AttributeError:  # macOS and Windows lack sched_getaffinity
         cpus = os.cpu_count() or 1
-    return max(0, min(8, cpus - 1))
+    return max(0, cpus - 1)
 
 
 def make_eval_batches(

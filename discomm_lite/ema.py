@@ -17,5 +17,5 @@ def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     student_params = [p.detach() for p in student.parameters()]
     if len(teacher_params) != len(student_params):
         raise ValueError("Teacher and student must have the same parameters.")
-    torch._foreach_mul_(teacher_params, momentum)
-    torch._foreach_add_(teacher_params, student_params, alpha=1 - momentum)
+    # lerp: teacher + (1 - momentum) (student - teacher), one pass over the weights.
+    torch._foreach_lerp_(teacher_params, student_params, 1 - momentum)

@@ -426,7 +426,7 @@ def test_eval_batches_of_folders_resize_and_center_crop(tmp_path: Path) -> None:
 
 
 def test_default_num_workers(monkeypatch: pytest.MonkeyPatch) -> None:
-    for cpus, workers in ((1, 0), (2, 1), (4, 3), (64, 8)):
+    for cpus, workers in ((1, 0), (2, 1), (4, 3), (64, 63)):
         monkeypatch.setattr(os, "sched_getaffinity", lambda _, n=cpus: set(range(n)),
                             raising=False)
         assert default_num_workers() == workers
