@@ -8,9 +8,12 @@ untimed calls, and the median over `repeats` blocks is reported.
 
 from __future__ import annotations
 
+import argparse
 import itertools
+import os
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -21,7 +24,14 @@ from torch.utils import flop_counter
 from discomm_lite.augment import make_views
 from discomm_lite.backbones import BACKBONES
 from discomm_lite.config import Config, make_config
-from discomm_lite.engine import Forwards, StepSchedule, TrainState, build_state, make_forwards
+from discomm_lite.engine import (
+    Forwards,
+    StepSchedule,
+    TrainState,
+    build_state,
+    make_forwards,
+    resolve_precision,
+)
 from discomm_lite.pipeline import FolderViews, InMemoryViews, view_spec_from_config
 
 # ---- the cases -------------------------------------------------------------------------------
@@ -77,6 +87,21 @@ def crops_label(config: Config) -> str:
     return label + (f" + {config.n_local}x{config.local_size}" if config.n_local else "")
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, *, steps: int, warmup: int) -> None:
+    """--steps, --warmup, --repeats (the timer's) and --threads, shared by every script."""
+    parser.add_argument("--steps", type=int, default=steps, help="calls per timed block")
+    parser.add_argument("--warmup", type=int, default=warmup, help="untimed calls first")
+    parser.add_argument("--repeats", type=int, default=3, help="timed blocks (median)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice; 1 is steadier on a "
+                             "CPU shared with other jobs)")
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -84,13 +109,14 @@ def resolve_device(name: str) -> torch.device:
 
 
 def describe(device: torch.device, config: Config) -> str:
-    """One line: the chip, precision, compile mode, threads and torch version of a result."""
+    """One line: the chip, precision, compile mode, threads, host load and torch version."""
     chip = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
-    precision = {"auto": "bf16" if device.type == "cuda" else "fp32"}.get(config.precision,
-                                                                           config.precision)
-    return (f"{device.type} ({chip}), {precision} autocast, "
+    dtype = resolve_precision(config.precision, device)
+    precision = "fp32" if dtype is None else f"{str(dtype).removeprefix('torch.')} autocast"
+    return (f"{device.type} ({chip}), {precision}, "
             f"{'torch.compile' if config.compile else 'eager'}, "
-            f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}")
+            f"{torch.get_num_threads()} CPU threads, host load {os.getloadavg()[0]:.1f} on "
+            f"{os.cpu_count()} cores, torch {torch.__version__}")
 
 
 # ---- the training step -----------------------------------------------------------------------
@@ -129,7 +155,8 @@ def random_views(config: Config, device: torch.device, seed: int = 0) -> list[Te
 # ---- timing ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Timing:
-    ms: float  # median milliseconds per call
+    ms: float  # median wall-clock milliseconds per call
+    cpu_ms: float  # median CPU time of this process per call, all its threads together
     peak_bytes: int | None  # CUDA peak memory allocated during the calls, None elsewhere
 
 
@@ -140,27 +167,52 @@ def sync(device: torch.device) -> None:
 
 def time_side_by_side(fns: dict[str, Callable[[], object]], device: torch.device, *,
                       steps: int, warmup: int, repeats: int) -> dict[str, Timing]:
-    """Median ms per call of each function, timed round-robin in blocks of `steps` calls."""
+    """Median ms per call of each function, timed round-robin in blocks of `steps` calls.
+
+    The CPU time is there for shared machines: with one thread, it is about what the wall time
+    would be on an idle core (other jobs stretch the wall time, not the CPU time).
+    """
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     sync(device)
-    samples: dict[str, list[float]] = {name: [] for name in fns}
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
     peaks: dict[str, int] = dict.fromkeys(fns, 0)
     for _ in range(repeats):
         for name, fn in fns.items():
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
             sync(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(steps):
                 fn()
             sync(device)
-            samples[name].append((time.perf_counter() - start) * 1000 / steps)
+            wall[name].append((time.perf_counter() - start) * 1000 / steps)
+            cpu[name].append((time.process_time() - start_cpu) * 1000 / steps)
             if device.type == "cuda":
                 peaks[name] = max(peaks[name], torch.cuda.max_memory_allocated(device))
-    return {name: Timing(statistics.median(samples[name]),
+    return {name: Timing(statistics.median(wall[name]), statistics.median(cpu[name]),
                          peaks[name] if device.type == "cuda" else None) for name in fns}
+
+
+def count_syncs(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Host-device synchronisations in one call, from CUDA's sync debug mode (None off CUDA).
+
+    Each one makes the CPU wait until the GPU has run everything queued so far, so the GPU then
+    idles while the CPU launches the next kernels. The debug mode misses a few kinds of sync.
+    """
+    if device.type != "cuda":
+        return None
+    sync(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("called a synchronizing CUDA operation" in str(w.message) for w in caught)
 
 
 # ---- FLOPs and MFU ---------------------------------------------------------------------------

@@ -28,7 +28,9 @@ from collections.abc import Callable, Iterator
 import torch
 from common import (
     QUICK_HELP,
+    add_run_arguments,
     case_config,
+    count_syncs,
     crops_label,
     describe,
     endless,
@@ -37,6 +39,7 @@ from common import (
     make_step_setup,
     print_table,
     resolve_device,
+    set_threads,
     sync,
     time_side_by_side,
 )
@@ -61,11 +64,12 @@ def verdict(ratio: float) -> str:
     return "the step waits for data: the pipeline bounds training"
 
 
-def report(title: str, config: Config, rows: dict[str, float], ratio: float) -> None:
-    """rows: ms per batch of each measurement."""
-    print_table(["measurement", "ms/batch", "images/s"],
-                [[name, fmt(ms), fmt_rate(config.batch_size / ms * 1000)]
-                 for name, ms in rows.items()], title=title)
+def report(title: str, config: Config, rows: dict[str, float], ratio: float,
+           syncs: dict[str, int | None]) -> None:
+    """rows: ms per batch of each measurement; syncs: host-device syncs per call (CUDA)."""
+    print_table(["measurement", "ms/batch", "images/s", "syncs"],
+                [[name, fmt(ms), fmt_rate(config.batch_size / ms * 1000),
+                  fmt(syncs.get(name), "d")] for name, ms in rows.items()], title=title)
     print(f"pipeline / step: {ratio:.2f}x -> {verdict(ratio)}")
 
 
@@ -77,17 +81,20 @@ def in_memory(args: argparse.Namespace, device: torch.device) -> None:
     setup = make_step_setup(config, device, batches.steps_per_epoch)
     stream = endless(batches)
     fixed = next(stream)
-    times = time_side_by_side({
+    fns = {
         "pipeline: InMemoryViews": lambda: next(stream),
         f"step: train_step, {args.backbone_a}": lambda: train_step(
             setup.state, fixed, config, setup.forward, setup.schedule),
         "pipeline + step": lambda: train_step(
             setup.state, next(stream), config, setup.forward, setup.schedule),
-    }, device, steps=args.steps, warmup=args.warmup, repeats=args.repeats)
+    }
+    times = time_side_by_side(fns, device, steps=args.steps, warmup=args.warmup,
+                              repeats=args.repeats)
     pipeline, step, both = (t.ms for t in times.values())
-    report(f"## (a) in-memory 32 px images, batch {config.batch_size}; "
-           f"{describe(device, config)}", config,
-           {name: t.ms for name, t in times.items()}, step / pipeline)
+    report(f"## (a) in-memory 32 px images, batch {config.batch_size}, crops "
+           f"{crops_label(config)}; {describe(device, config)}", config,
+           {name: t.ms for name, t in times.items()}, step / pipeline,
+           {name: count_syncs(fn, device) for name, fn in fns.items()})
     print(f"the augmentation adds {both - step:+.1f} ms to the step "
           f"({100 * (both - step) / step:+.0f}%)")
 
@@ -126,6 +133,9 @@ def from_folder(args: argparse.Namespace, device: torch.device) -> None:
             write_image_folder(images, f"{tmp}/train", image_size=config.global_size)
             root = tmp
         dataset = load_dataset("imagefolder", "train", root)
+        if len(dataset) < config.batch_size * (skip + 1):
+            raise SystemExit(f"{root} holds {len(dataset)} training images; (b) needs at least "
+                             f"batch x (workers + 1) = {config.batch_size * (skip + 1)}.")
         if len(dataset) > config.batch_size * (skip + args.steps):
             dataset = dataset.subset(config.batch_size * (skip + args.steps))
         batches = make_train_views(config, dataset, device)
@@ -137,12 +147,14 @@ def from_folder(args: argparse.Namespace, device: torch.device) -> None:
 
         step_ms = time_side_by_side({"step": lambda: step(fixed)}, device, steps=args.steps,
                                     warmup=args.warmup, repeats=args.repeats)["step"].ms
+        syncs = count_syncs(lambda: step(fixed), device)
         both, _ = time_epoch(batches.epoch(1), skip, device, consume=step)
     source = args.folder or f"{len(dataset)} synthetic PNGs of {config.global_size} px"
-    report(f"## (b) ImageFolder ({source}), {workers} workers, batch {config.batch_size}, "
+    report(f"## (b) ImageFolder ({source}), {workers} worker(s), batch {config.batch_size}, "
            f"crops {crops_label(config)}; {describe(device, config)}", config,
            {"pipeline: FolderViews": pipeline, f"step: train_step, {args.backbone_b}": step_ms,
-            "pipeline + step": both}, step_ms / pipeline)
+            "pipeline + step": both}, step_ms / pipeline,
+           {f"step: train_step, {args.backbone_b}": syncs})
 
 
 def main() -> None:
@@ -160,11 +172,10 @@ def main() -> None:
                              "temporary one of synthetic PNGs)")
     parser.add_argument("--workers", type=int, default=-1,
                         help="DataLoader workers for (b) (-1: the library's machine default)")
-    parser.add_argument("--steps", type=int, default=10, help="batches per timed block")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first")
-    parser.add_argument("--repeats", type=int, default=3, help="timed blocks (median)")
+    add_run_arguments(parser, steps=10, warmup=3)
     parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     args = parser.parse_args()
+    set_threads(args.threads)
     device = resolve_device(args.device)
     if "a" in args.parts:
         in_memory(args, device)

@@ -13,7 +13,8 @@ round-robin timer, median of `--repeats` blocks of `--steps` calls after `--warm
 Reported: ms/step, images/s (an image = all its crops), step / bare, the method's own cost
 = step - (student + teacher) as a share of the step (loss, clipping, AdamW, EMA, schedules), FLOPs
 per call counted by `torch.utils.flop_counter.FlopCounterMode` on one eager call, the FLOP rate and
-the MFU against the chip's dense bf16 peak, and the CUDA peak memory.
+the MFU against the chip's dense bf16 peak, the CUDA peak memory, and the host-device syncs per
+call (CUDA's sync debug mode, one extra call; n/a on CPU).
 
     python benchmarks/step.py                                  # every case, on the GPU
     python benchmarks/step.py --cases vit-base/16 --compile
@@ -29,8 +30,10 @@ from common import (
     CASES,
     QUICK_HELP,
     StepSetup,
+    add_run_arguments,
     case_config,
     count_flops,
+    count_syncs,
     crops_label,
     describe,
     fmt,
@@ -41,6 +44,7 @@ from common import (
     print_table,
     random_views,
     resolve_device,
+    set_threads,
     time_side_by_side,
 )
 from torch import Tensor, nn
@@ -95,8 +99,10 @@ def run_case(case: str, args: argparse.Namespace, device: torch.device) -> dict:
              for name, fn in measured_functions(setup, views, eager, bare_eager).items()}
     bare = torch.compile(bare_eager) if config.compile else bare_eager
     warmup = max(args.warmup, 2) if config.compile else args.warmup  # compile outside the timing
-    times = time_side_by_side(measured_functions(setup, views, setup.forward, bare), device,
-                              steps=args.steps, warmup=warmup, repeats=args.repeats)
+    fns = measured_functions(setup, views, setup.forward, bare)
+    times = time_side_by_side(fns, device, steps=args.steps, warmup=warmup, repeats=args.repeats)
+
+    syncs = {name: count_syncs(fn, device) for name, fn in fns.items()}
 
     peak = peak_flops(device)
     rows = []
@@ -105,8 +111,9 @@ def run_case(case: str, args: argparse.Namespace, device: torch.device) -> dict:
         rows.append([name, fmt(timing.ms), fmt_rate(config.batch_size / timing.ms * 1000),
                      fmt(flops[name] / 1e9, ".1f"), fmt(rate / 1e12, ".2f"),
                      fmt(None if peak is None else 100 * rate / peak, ".1f", "%"),
-                     fmt_bytes(timing.peak_bytes)])
-    print_table(["measurement", "ms/step", "images/s", "GFLOP", "TFLOP/s", "MFU", "peak mem"],
+                     fmt_bytes(timing.peak_bytes), fmt(syncs[name], "d")])
+    print_table(["measurement", "ms/step", "images/s", "GFLOP", "TFLOP/s", "MFU", "peak mem",
+                 "syncs"],
                 rows, title=f"## {case}: batch {config.batch_size}, crops {crops_label(config)}; "
                             f"{describe(device, config)}")
     step, bare_ms, student, teacher = (t.ms for t in times.values())
@@ -134,11 +141,10 @@ def main() -> None:
                         help="autocast dtype (auto: bf16 on CUDA, fp32 on CPU)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the models "
                         "(at least 2 warmup calls then, so compilation is not timed)")
-    parser.add_argument("--steps", type=int, default=10, help="calls per timed block")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls first")
-    parser.add_argument("--repeats", type=int, default=3, help="timed blocks (median)")
+    add_run_arguments(parser, steps=10, warmup=3)
     parser.add_argument("--quick", action="store_true", help=QUICK_HELP)
     args = parser.parse_args()
+    set_threads(args.threads)
     device = resolve_device(args.device)
     results = [run_case(case, args, device) for case in args.cases]
     print_table(

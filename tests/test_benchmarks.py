@@ -47,7 +47,8 @@ def test_step_prints_its_table_and_the_step_to_backbone_ratio():
                      "vit-tiny/16")
     assert "| measurement" in out and "| BITS step (train_step)" in out
     assert "crops 2x32 + 2x16" in out  # the ViT's two crop resolutions
-    assert "fp32 autocast" in out and "| n/a" in out  # no MFU or CUDA memory on a CPU
+    assert "cpu (CPU), fp32, eager, 1 CPU threads" in out
+    assert "| n/a" in out  # no MFU, CUDA memory or sync count on a CPU
     assert len(re.findall(r"step / bare backbone: \d+\.\d+x; method's own cost", out)) == 2
     assert re.search(r"\| vit-tiny/16 +\| [\d.]+ +\| [\d.]+ +\| \d+\.\d+x", out)  # summary row
 
@@ -65,7 +66,7 @@ def test_cpu_presets_estimates_the_quickstart_and_skips_missing_cifar(tmp_path):
     env = {**os.environ, "DISCOMM_DATA": str(tmp_path)}  # an empty data root: no CIFAR-10
     out = run_script("cpu_presets.py", "--quick", "--threads", "1", env=env)
     assert "| synthetic-toy bits" in out
-    assert re.search(r"synthetic-toy: estimated [\d.]+ min for its runs, target 3 min: "
-                     r"ratio \d+\.\d+", out)
+    assert re.search(r"synthetic-toy: estimated [\d.]+ min for its runs \([\d.]+ min of CPU "
+                     r"time\), target 3 min: ratio \d+\.\d+", out)
     assert f"skipped cifar-toy: cifar10 was not found under the data root {tmp_path}" in out
     assert re.search(r"\| synthetic-toy \| quickstart \(00\) \| 1 ", out)  # threads column
