@@ -10,7 +10,7 @@ import argparse
 import json
 import sys
 
-from discomm_lite.config import PRESETS, Config, field_types, make_config
+from discomm_lite.config import PRESETS, Config, field_types, make_config, optional_fields
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -19,7 +19,7 @@ _FALSE = {"0", "false", "no", "off"}
 def parse_value(name: str, text: str):
     """Turn a command-line string into the type of Config field `name` ("none" for None)."""
     kind = field_types()[name]
-    if text.lower() == "none":
+    if text.lower() == "none" and name in optional_fields():
         return None
     if kind is bool:
         if text.lower() in _TRUE | _FALSE:

@@ -152,6 +152,12 @@ def field_types() -> dict[str, type]:
     return plain
 
 
+def optional_fields() -> frozenset[str]:
+    """The fields that accept None (`data_root`, `pretrained`, ...)."""
+    hints = typing.get_type_hints(Config)
+    return frozenset(n for n in field_names() if type(None) in typing.get_args(hints[n]))
+
+
 def check_field_names(values: dict) -> None:
     unknown = sorted(set(values) - set(field_names()))
     if unknown:

@@ -75,6 +75,7 @@ def test_every_field_is_a_cli_option_with_its_type():
     assert parse_value("lr", "1e-3") == 1e-3
     assert parse_value("blur", "false") is False
     assert parse_value("pretrained", "none") is None
+    assert parse_value("head_norm", "none") == "none"  # a value of a non-optional field
     with pytest.raises(ValueError, match="--n_bits"):
         parse_value("n_bits", "many")
 
