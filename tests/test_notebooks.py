@@ -114,9 +114,14 @@ def test_no_logic_in_cells(path):
 # ---- headless execution ------------------------------------------------------------------------
 @pytest.fixture
 def smoke_env(monkeypatch):
-    """The environment papermill's kernels inherit: smoke setting, Agg, data, this checkout."""
+    """The environment papermill's kernels inherit: smoke setting, Agg, data, this checkout.
+
+    One OpenMP thread per process unless set (see notebooks/conftest.py: on a busy 2-core machine
+    several spinning threads per process make a smoke notebook 2-5 times slower).
+    """
     monkeypatch.setenv("DISCOMM_SMOKE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
     if not os.environ.get("DISCOMM_DATA") and SHARED_DATA.is_dir():
         monkeypatch.setenv("DISCOMM_DATA", str(SHARED_DATA))
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
