@@ -165,7 +165,8 @@ def check_00(nb, run):
                 *(f"max_mi_{f}" for f in ("shape", "colour", "size", "position", "background",
                                           "texture"))}
     assert set(summary) == expected
-    assert summary["steps"] == 4  # the smoke run: 256 images, batch 64, one epoch
+    config = json.loads((run / "config.json").read_text())
+    assert summary["steps"] == config["epochs"] * (config["train_subset"] // config["batch_size"])
     for key in ("knn20_top1", "knn20_top1_random_init", "linear_top1", "mean_bit_entropy"):
         assert 0 <= summary[key] <= 1
     assert {"config.json", "metrics.jsonl", "checkpoint.pt"} <= {p.name for p in run.iterdir()}
@@ -215,7 +216,7 @@ def check_06(nb, run):
     assert config["pretrained"].startswith(str(run / "source"))
     first = records(adapted)[0]
     assert first["kind"] == "reinit" and first["step"] == 0
-    assert len(list((run / "target" / "train").glob("*/*.png"))) == 256
+    assert len(list((run / "target" / "train").glob("*/*.png"))) == config["train_subset"]
 
 
 def check_07(nb, run):
