@@ -70,10 +70,11 @@ def evaluate_checkpoint(
     retrieval_k: int | None = None,
     write: bool = True,
 ) -> dict:
-    """Run `evaluate_model` on a checkpoint's teacher and write `<checkpoint>.eval.json` beside it.
+    """Run `evaluate_model` on a checkpoint's teacher and write the result beside it.
 
     The dataset and subsets default to the checkpoint's own; pass another dataset to measure
-    transfer (the teacher's codes are then still those of its head).
+    transfer (the teacher's codes are then still those of its head). The file is
+    `<checkpoint>.eval.json`, or `<checkpoint>.eval-<dataset>.json` for another dataset.
     """
     path = Path(path)
     payload = load_checkpoint(path)
@@ -92,5 +93,7 @@ def evaluate_checkpoint(
                                image_size=config.image_size, head=head, device=device,
                                retrieval_k=retrieval_k)}
     if write:
-        path.with_suffix(".eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        suffix = ".eval.json" if data_config.dataset == config.dataset else \
+            f".eval-{data_config.dataset}.json"
+        path.with_suffix(suffix).write_text(json.dumps(result, indent=2) + "\n")
     return result
