@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from discomm_lite.config import MODEL_FIELDS, Config
+from discomm_lite.config import Config
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "student", "teacher", "optimizer", "step", "epoch",
@@ -116,9 +116,3 @@ def load_backbone(path: str | Path, *, which: str = "teacher") -> nn.Module:
     model = make_model(Config.from_dict(payload["config"]))
     model.load_state_dict(payload[which])
     return model.backbone.eval()
-
-
-def model_config_differs(saved: dict, config: Config) -> list[str]:
-    """Model-shape fields on which a checkpoint and a config disagree."""
-    current = config.to_dict()
-    return [k for k in MODEL_FIELDS if saved.get(k) != current[k]]

@@ -23,12 +23,6 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # SimDINO's own default (its coding rate carries weight 1 against the squared-distance alignment).
 DEFAULT_CODING_RATE_WEIGHT = {"bits": 0.1, "simdino": 1.0, "dino": 0.0}
 
-# Fields that fix the shapes of the model: a checkpoint is only loadable into a config that agrees.
-MODEL_FIELDS = (
-    "method", "backbone", "n_bits", "head_hidden_dim", "head_bottleneck_dim", "n_prototypes",
-    "head_norm", "image_size",
-)
-
 
 @dataclass(frozen=True)
 class Config:

@@ -70,15 +70,6 @@ def all_reduce_sum_int(value: int) -> int:
     return int(t.item())
 
 
-def all_gather_cat(x: Tensor) -> Tensor:
-    """Concatenate equal-shaped tensors from all processes along dim 0 (evaluation features)."""
-    if not is_distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
-
-
 def setup_from_env(device: str = "auto") -> torch.device:
     """Join the process group that torchrun describes in the environment, and pick the device.
 
