@@ -43,7 +43,8 @@ class ProjectionHead(nn.Module):
             if isinstance(m, nn.Linear):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
-        if isinstance(self.norm, nn.BatchNorm1d):
+        # _BatchNorm: also the SyncBatchNorm that a CUDA DDP run converts the head's norm into.
+        if isinstance(self.norm, nn.modules.batchnorm._BatchNorm):
             self.norm.reset_running_stats()
 
     def forward(self, feats: Tensor) -> Tensor:

@@ -49,10 +49,28 @@ def make_model(config: Config) -> MultiCropModel:
 
 
 def make_teacher(student: MultiCropModel) -> MultiCropModel:
-    """The teacher starts from the student's weights and is never trained by gradient."""
+    """The teacher: the student's weights, no stochastic depth, never trained by gradient.
+
+    DINO and SimDINO (main_dino.py) build the teacher without `drop_path_rate`: it runs in train
+    mode (its BatchNorms use batch statistics) but its targets must not depend on which residual
+    branches a random draw dropped. The copy's DropPath / StochasticDepth modules become
+    identities, which is what the backbone factories build for drop_path = 0, so the teacher's
+    parameters and state_dict keys are the student's.
+    """
     teacher = copy.deepcopy(student)
+    _remove_stochastic_depth(teacher)
     teacher.requires_grad_(False)
     return teacher
+
+
+def _remove_stochastic_depth(model: nn.Module) -> None:
+    from timm.layers import DropPath
+    from torchvision.ops import StochasticDepth
+
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, DropPath | StochasticDepth):
+                setattr(parent, name, nn.Identity())
 
 
 def param_groups(model: nn.Module) -> list[dict]:

@@ -93,6 +93,41 @@ def test_reinit_is_reproducible_from_its_seed():
         assert torch.equal(v, b.head.state_dict()[k])
 
 
+def test_teacher_has_no_stochastic_depth_and_is_deterministic_in_train_mode():
+    torch.manual_seed(0)
+    backbone = make_backbone("vit-tiny/4", drop_path=0.1)
+    student = MultiCropModel(backbone, ProjectionHead(backbone.num_features, 64, 32))
+    teacher = make_teacher(student)
+    teacher.train()
+    views = [torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)]
+    with torch.no_grad():
+        first, second = teacher(views), teacher(views)
+        # The student keeps its stochastic depth: two passes differ, so the check can fail.
+        assert not torch.equal(student(views)[0], student(views)[0])
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+    # The teacher is the student's network with drop_path 0: the same weights and outputs.
+    assert teacher.state_dict().keys() == student.state_dict().keys()
+    torch.manual_seed(0)
+    reference = MultiCropModel(make_backbone("vit-tiny/4", drop_path=0.0),
+                               ProjectionHead(backbone.num_features, 64, 32))
+    reference.load_state_dict(student.state_dict())
+    reference.train()
+    with torch.no_grad():
+        for a, b in zip(first, reference(views), strict=True):
+            torch.testing.assert_close(a, b)
+
+
+def test_head_reset_clears_sync_batchnorm_statistics():
+    head = torch.nn.SyncBatchNorm.convert_sync_batchnorm(ProjectionHead(8, 4, 16,
+                                                                        norm="batchnorm"))
+    assert isinstance(head.norm, torch.nn.SyncBatchNorm)
+    head.norm.running_mean.fill_(3.0)
+    head.norm.running_var.fill_(5.0)
+    head.reset_parameters()
+    assert torch.all(head.norm.running_mean == 0) and torch.all(head.norm.running_var == 1)
+
+
 def test_param_groups_exclude_biases_and_norms_from_decay():
     student, _ = _pair()
     decay, no_decay = param_groups(student)
