@@ -58,18 +58,6 @@ def all_reduce_sum_with_grad(x: Tensor) -> Tensor:
         return all_reduce(x)
 
 
-def all_reduce_sum_int(value: int) -> int:
-    """Sum of a Python int (a batch size) over processes; a plain int without a process group."""
-    if not is_distributed():
-        return value
-    # A CPU tensor works for gloo; NCCL needs it on the current CUDA device.
-    device = torch.device("cuda", torch.cuda.current_device()) \
-        if dist.get_backend() == "nccl" else torch.device("cpu")
-    t = torch.tensor([value], device=device)
-    dist.all_reduce(t)
-    return int(t.item())
-
-
 def setup_from_env(device: str = "auto") -> torch.device:
     """Join the process group that torchrun describes in the environment, and pick the device.
 

@@ -95,22 +95,65 @@ def cosine_agreement(student_logits: Sequence[Tensor], teacher_logits: Sequence[
     )
 
 
-def coding_rate(z: Tensor, eps: float = 0.05) -> Tensor:
+CODING_RATE_SCOPES = ("global", "per_process")
+CODING_RATE_INPUTS = ("student", "student_teacher_mean")
+
+
+def global_batch_size(n_local: int, declared: int | None = None) -> int:
+    """N, the batch summed over processes, known without asking the device.
+
+    Every process holds the same number of rows (the engine splits each global batch evenly), so
+    N = n_local x world size. `declared` (the config's batch_size) is checked against it.
+    """
+    global_batch = n_local * distributed.world_size()
+    if declared is not None and declared != global_batch:
+        raise ValueError(
+            f"global_batch = {declared} but {distributed.world_size()} process(es) hold "
+            f"{n_local} rows each ({global_batch} in all): pass the batch the views come from."
+        )
+    return global_batch
+
+
+def coding_rate(z: Tensor, eps: float = 0.05, *, scope: str = "global",
+                global_batch: int | None = None) -> Tensor:
     """Coding rate of L2-normalised rows: 0.5 logdet(I_K + K / (N eps) Zn^T Zn) (Eq. 9).
 
-    z: (n, K) on this process; under torch.distributed the K x K Gram matrix is summed over all
-    processes (with gradient) and N is the global batch, so 1 or 8 processes give the same value
-    for the same global batch. eps plays the role of eps^2 in the paper (SimDINO/CroVCA code).
-    Computed in float32 through a Cholesky factor; a failed factorisation raises.
+    Equal to SimDINO's `calc_expansion` (simdino/main_dino.py) on normalised features. eps plays
+    the role of eps^2 in the paper (SimDINO/CroVCA code). Always float32 with autocast disabled:
+    under bf16 autocast the Gram matrix and the identity added to it would otherwise lose the
+    precision the logdet of a nearly singular matrix needs.
+
+    Args:
+        z: (n, K) rows on this process.
+        eps: the coding-rate eps.
+        scope: under torch.distributed, "global" sums the K x K Gram matrix over all processes
+            (with gradient): 1 or 8 processes give the value of the global batch (SimDINO's
+            `--reduce_cov 1`). "per_process" keeps this process's Gram matrix (SimDINO's default
+            `--reduce_cov 0`), still divided by the global N as SimDINO's `p / (m N eps)` does.
+            Without a process group both are the same.
+        global_batch: N, the batch over all processes; default n x world size (`global_batch_size`).
     """
     if z.dim() != 2:
         raise ValueError(f"coding_rate expects (N, K) logits, got shape {tuple(z.shape)}.")
-    n_bits = z.shape[1]
-    zn = F.normalize(z.float(), dim=1)
-    gram = distributed.all_reduce_sum_with_grad(zn.T @ zn)  # (K, K), summed over processes
-    n_global = distributed.all_reduce_sum_int(z.shape[0])
-    identity = torch.eye(n_bits, device=z.device, dtype=gram.dtype)
-    matrix = identity + (n_bits / (n_global * eps)) * gram
+    with _autocast_off(z):
+        return _rate_of_rows(F.normalize(z.float(), dim=1), eps, scope, global_batch)
+
+
+def _autocast_off(x: Tensor):
+    return torch.autocast(x.device.type, enabled=False)
+
+
+def _rate_of_rows(rows: Tensor, eps: float, scope: str, global_batch: int | None) -> Tensor:
+    """0.5 logdet(I + K / (N eps) R^T R) of float32 rows (N, K) as given, through a Cholesky."""
+    if scope not in CODING_RATE_SCOPES:
+        raise ValueError(f"scope must be one of {CODING_RATE_SCOPES}, got {scope!r}.")
+    n_bits = rows.shape[1]
+    global_batch = global_batch_size(rows.shape[0], global_batch)
+    gram = rows.T @ rows  # (K, K)
+    if scope == "global":
+        gram = distributed.all_reduce_sum_with_grad(gram)
+    identity = torch.eye(n_bits, device=rows.device, dtype=gram.dtype)
+    matrix = identity + (n_bits / (global_batch * eps)) * gram
     chol, info = torch.linalg.cholesky_ex(matrix)
     half_logdet = torch.log(torch.diagonal(chol)).sum()  # 0.5 logdet = sum log diag(L)
     # A failed factorisation (inf/NaN logits) becomes NaN, which the training loop reports
@@ -118,22 +161,43 @@ def coding_rate(z: Tensor, eps: float = 0.05) -> Tensor:
     return torch.where(info == 0, half_logdet, torch.full_like(half_logdet, float("nan")))
 
 
-def coding_rate_gamma(n_bits: int, n_global: int) -> float:
+def coding_rate_gamma(n_bits: int, global_batch: int) -> float:
     """SimDINO's scaling gamma = (K + N) / (K N) of the coding rate in the total loss."""
-    return (n_bits + n_global) / (n_bits * n_global)
+    return (n_bits + global_batch) / (n_bits * global_batch)
 
 
-def mean_coding_rate(student_logits: Sequence[Tensor], n_global_views: int,
-                     eps: float) -> Tensor:
-    """Coding rate averaged over the student's global views."""
-    rates = [coding_rate(z, eps) for z in student_logits[:n_global_views]]
+def mean_coding_rate(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor],
+                     eps: float, *, rate_input: str = "student", scope: str = "global",
+                     global_batch: int | None = None) -> Tensor:
+    """Coding rate averaged over the global views g = 0 .. G-1 (G = len(teacher_logits)).
+
+    rate_input "student": the rate of the student's normalised outputs on view g (BITS, and
+    SimDINO's `--expa_type 0`). "student_teacher_mean": the rate of (s_g/|s_g| + t_g/|t_g|) / 2,
+    the mean of the student's and the (detached) teacher's normalised outputs on the same view,
+    not renormalised (SimDINO's default `--expa_type 1`, its `calc_expansion((s + t) / 2)`).
+    scope and global_batch: as in `coding_rate`.
+    """
+    if rate_input not in CODING_RATE_INPUTS:
+        raise ValueError(f"rate_input must be one of {CODING_RATE_INPUTS}, got {rate_input!r}.")
+    rates = []
+    for g, teacher in enumerate(teacher_logits):
+        with _autocast_off(teacher):
+            rows = F.normalize(student_logits[g].float(), dim=1)  # (n, K)
+            if rate_input == "student_teacher_mean":
+                rows = (rows + F.normalize(teacher.detach().float(), dim=1)) / 2
+            rates.append(_rate_of_rows(rows, eps, scope, global_batch))
     return torch.stack(rates).mean()
 
 
 def bits_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor], *,
               coding_rate_weight: float = 0.1, eps: float = 0.05, agreement: str = "bce",
-              targets: str = "hard", temperature: float = 0.1) -> tuple[Tensor, dict]:
+              targets: str = "hard", temperature: float = 0.1,
+              coding_rate_input: str = "student", coding_rate_scope: str = "global",
+              global_batch: int | None = None) -> tuple[Tensor, dict]:
     """BITS objective (Eq. 10): agreement - beta * gamma * coding rate of the student's globals.
+
+    The coding-rate options and global_batch (the batch over all processes; default: rows x world
+    size) are those of `mean_coding_rate`; gamma = (K + N) / (K N) uses the global N.
 
     Returns (loss, parts) with detached parts: agreement, coding_rate, bit_agreement (fraction of
     student bits equal to the teacher's across view pairs), constant_bits (fraction of teacher
@@ -143,11 +207,11 @@ def bits_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor]
     if agree_fn is None:
         raise ValueError(f"agreement must be 'bce' or 'cosine', got {agreement!r}.")
     agree = agree_fn(student_logits, teacher_logits, targets=targets, temperature=temperature)
-    n_global_views = len(teacher_logits)
-    rate = mean_coding_rate(student_logits, n_global_views, eps)
+    global_batch = global_batch_size(teacher_logits[0].shape[0], global_batch)
+    rate = mean_coding_rate(student_logits, teacher_logits, eps, rate_input=coding_rate_input,
+                            scope=coding_rate_scope, global_batch=global_batch)
     n_bits = teacher_logits[0].shape[1]
-    n_global = distributed.all_reduce_sum_int(teacher_logits[0].shape[0])
-    loss = agree - coding_rate_weight * coding_rate_gamma(n_bits, n_global) * rate
+    loss = agree - coding_rate_weight * coding_rate_gamma(n_bits, global_batch) * rate
     parts = {"agreement": agree.detach(), "coding_rate": rate.detach(),
              **channel_statistics(student_logits, teacher_logits)}
     return loss, parts
@@ -176,21 +240,27 @@ def channel_statistics(student_logits: Sequence[Tensor],
 
 
 def simdino_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor], *,
-                 coding_rate_weight: float = 1.0, eps: float = 0.05) -> tuple[Tensor, dict]:
+                 coding_rate_weight: float = 1.0, eps: float = 0.05,
+                 coding_rate_input: str = "student_teacher_mean",
+                 coding_rate_scope: str = "global", global_batch: int | None = None
+                 ) -> tuple[Tensor, dict]:
     """SimDINO: squared distance of L2-normalised outputs minus gamma-scaled coding rate.
 
-    Alignment 0.5 ||s/|s| - t/|t| ||^2 = 1 - cos(s, t) over pairs v != g; the coding rate is the
-    same term as BITS's, on the student's global views.
+    Alignment 0.5 ||s/|s| - t/|t| ||^2 = 1 - cos(s, t) over pairs v != g, so with weight 1 this
+    is SimDINO's MCRLoss `- comp_loss - expa_loss` (its defaults `--coeff 1`) plus the constant 1.
+    The coding rate is `mean_coding_rate` on the global views, by default on the mean of the
+    student's and the teacher's normalised outputs (SimDINO's default `--expa_type 1`).
     """
     _check_views(student_logits, teacher_logits)
     align = _cross_view_mean(
         student_logits, [t.detach() for t in teacher_logits],
         lambda s, t: 1 - F.cosine_similarity(s.float(), t.float(), dim=-1).mean(),
     )
-    rate = mean_coding_rate(student_logits, len(teacher_logits), eps)
+    global_batch = global_batch_size(teacher_logits[0].shape[0], global_batch)
+    rate = mean_coding_rate(student_logits, teacher_logits, eps, rate_input=coding_rate_input,
+                            scope=coding_rate_scope, global_batch=global_batch)
     n_dims = teacher_logits[0].shape[1]
-    n_global = distributed.all_reduce_sum_int(teacher_logits[0].shape[0])
-    loss = align - coding_rate_weight * coding_rate_gamma(n_dims, n_global) * rate
+    loss = align - coding_rate_weight * coding_rate_gamma(n_dims, global_batch) * rate
     return loss, {"alignment": align.detach(), "coding_rate": rate.detach()}
 
 
@@ -216,8 +286,11 @@ def dino_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor]
 
 @torch.no_grad()
 def update_center(center: Tensor, teacher_logits: Sequence[Tensor], momentum: float) -> Tensor:
-    """DINO's center: EMA of the batch-mean teacher output, averaged over all processes."""
+    """DINO's center: EMA of the batch-mean teacher output, averaged over all processes.
+
+    Every process holds the same number of rows, so the count is known without a device sync.
+    """
     batch_sum = torch.cat(teacher_logits).float().sum(0, keepdim=True)  # (1, P)
     batch_sum = distributed.all_reduce_sum(batch_sum)
-    count = distributed.all_reduce_sum_int(sum(t.shape[0] for t in teacher_logits))
+    count = global_batch_size(sum(t.shape[0] for t in teacher_logits))
     return center * momentum + (batch_sum / count) * (1 - momentum)

@@ -21,6 +21,10 @@ WORKER = textwrap.dedent("""
     from discomm_lite import distributed, losses
     distributed.setup_from_env("cpu")
     rank, world = dist.get_rank(), dist.get_world_size()
+    # The losses must not read the device (no host sync): a .item() anywhere in them fails here.
+    def no_item(self):
+        raise AssertionError("a loss called Tensor.item()")
+    item, torch.Tensor.item = torch.Tensor.item, no_item
     g = torch.Generator().manual_seed(0)
     student = [torch.randn(8, 16, generator=g) * 2 for _ in range(3)]
     teacher = [torch.randn(8, 16, generator=g) * 2 for _ in range(2)]
@@ -28,20 +32,30 @@ WORKER = textwrap.dedent("""
     local_t = [t[rank * 4:(rank + 1) * 4] for t in teacher]
     rate = losses.coding_rate(local[0], 0.05)
     loss, parts = losses.bits_loss(local, local_t, coding_rate_weight=0.3)
+    simdino, _ = losses.simdino_loss(local, local_t)
+    center = losses.update_center(torch.zeros(1, 16), local_t, momentum=0.5)
     loss.backward()
+    # SimDINO's default --reduce_cov 0: this process's Gram matrix, the global N in the scalar.
+    own = local[0].detach().clone().requires_grad_(True)
+    own_rate = losses.coding_rate(own, 0.05, scope="per_process")
+    own_rate.backward()
+    torch.Tensor.item = item
     # Each process's loss covers its half of the batch; their mean is the global loss.
-    mean_loss = loss.detach().clone()
+    mean_loss = torch.stack([loss.detach(), simdino.detach()])
     dist.all_reduce(mean_loss)
     mean_loss /= world
     # DDP divides each process's parameter gradient by the number of processes, so a row's
     # effective gradient is its local gradient / world.
-    grads = [s.grad / world for s in local]
+    grads = [s.grad / world for s in local] + [own.grad]
     full = [torch.cat([torch.empty_like(x) for _ in range(world)]) for x in grads]
     for x, f in zip(grads, full):
         dist.all_gather(list(f.chunk(world)), x)
+    own_rates = torch.empty(world)
+    dist.all_gather(list(own_rates.chunk(world)), own_rate.detach().reshape(1))
     if rank == 0:
-        torch.save({"rate": rate.detach(), "loss": mean_loss, "grads": full,
-                    "coding_rate": parts["coding_rate"]}, sys.argv[1])
+        torch.save({"rate": rate.detach(), "loss": mean_loss[0], "simdino": mean_loss[1],
+                    "grads": full[:-1], "coding_rate": parts["coding_rate"], "center": center,
+                    "own_rates": own_rates, "own_grads": full[-1]}, sys.argv[1])
     dist.barrier()
     dist.destroy_process_group()
     # gloo's worker threads can abort interpreter shutdown in this bare script ("terminate
@@ -50,24 +64,59 @@ WORKER = textwrap.dedent("""
 """)
 
 
-def test_coding_rate_and_bits_loss_equal_single_process_on_global_batch(tmp_path):
+def _naive_rate(rows, eps, global_batch):
+    """0.5 logdet(I + K / (N eps) Zn^T Zn) in float64, N given (the batch over all processes)."""
+    rows = rows.double()
+    unit = rows / rows.norm(dim=1, keepdim=True)
+    matrix = torch.eye(rows.shape[1], dtype=torch.float64) + \
+        rows.shape[1] / (global_batch * eps) * unit.T @ unit
+    return 0.5 * torch.logdet(matrix)
+
+
+@pytest.fixture(scope="module")
+def two_process_losses(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("losses")
     script, out = tmp_path / "worker.py", tmp_path / "out.pt"
     script.write_text(WORKER)
     result = subprocess.run([*TORCHRUN, str(script), str(out)], cwd=ROOT, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    got = torch.load(out)
+    return torch.load(out)
 
+
+def test_coding_rate_and_bits_loss_equal_single_process_on_global_batch(two_process_losses):
+    got = two_process_losses
     g = torch.Generator().manual_seed(0)
     student = [(torch.randn(8, 16, generator=g) * 2).requires_grad_(True) for _ in range(3)]
     teacher = [torch.randn(8, 16, generator=g) * 2 for _ in range(2)]
     rate = losses.coding_rate(student[0], 0.05)
     loss, _ = losses.bits_loss(student, teacher, coding_rate_weight=0.3)
+    simdino, _ = losses.simdino_loss(student, teacher)
     loss.backward()
+    # scope "global" (SimDINO's --reduce_cov 1): the Gram matrix of the whole batch.
+    assert got["rate"].item() == pytest.approx(_naive_rate(student[0], 0.05, 8).item(), rel=1e-5)
     torch.testing.assert_close(got["rate"], rate.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got["loss"], loss.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["simdino"], simdino.detach(), rtol=1e-5, atol=1e-5)
     for g_dist, s in zip(got["grads"], student, strict=True):
         torch.testing.assert_close(g_dist, s.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got["center"], 0.5 * torch.cat(teacher).mean(0, keepdim=True))
+
+
+def test_per_process_coding_rate_is_simdino_reduce_cov_0(two_process_losses):
+    got = two_process_losses
+    g = torch.Generator().manual_seed(0)
+    rows = torch.randn(8, 16, generator=g) * 2
+    for rank in range(2):
+        # Each process: the Gram matrix of its own 4 rows, divided by the global N = 8.
+        own = rows[rank * 4:(rank + 1) * 4].double().requires_grad_(True)
+        expected = _naive_rate(own, 0.05, global_batch=8)
+        expected.backward()
+        assert got["own_rates"][rank].item() == pytest.approx(expected.item(), rel=1e-5)
+        torch.testing.assert_close(got["own_grads"][rank * 4:(rank + 1) * 4],
+                                   own.grad.float(), rtol=1e-4, atol=1e-6)
+    # It is not the rate of the global batch.
+    assert got["own_rates"].mean().item() < _naive_rate(rows, 0.05, 8).item() - 0.1
 
 
 def _train_records(args, out):

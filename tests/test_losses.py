@@ -169,9 +169,25 @@ def test_wrong_shapes_raise_value_error():
         losses.bits_loss(good, good, agreement="l2")
 
 
-def test_simdino_loss_matches_formula():
+def _naive_rate_of_rows(rows, eps, global_batch=None):
+    """0.5 logdet(I + K / (N eps) R^T R) in float64, rows taken as given (no normalisation)."""
+    rows = rows.double()
+    n, k = rows.shape
+    gram = sum(torch.outer(r, r) for r in rows)
+    matrix = torch.eye(k, dtype=torch.float64) + k / ((global_batch or n) * eps) * gram
+    return 0.5 * torch.linalg.slogdet(matrix)[1]
+
+
+def _unit(x):
+    x = x.double()
+    return x / x.norm(dim=1, keepdim=True)
+
+
+@pytest.mark.parametrize("rate_input", ["student", "student_teacher_mean"])
+def test_simdino_loss_matches_formula(rate_input):
     student, teacher = _views(3, 5, 6, seed=16), _views(2, 5, 6, seed=17)
-    loss, parts = losses.simdino_loss(student, teacher, coding_rate_weight=1.0, eps=0.05)
+    loss, parts = losses.simdino_loss(student, teacher, coding_rate_weight=1.0, eps=0.05,
+                                      coding_rate_input=rate_input)
     align, pairs = 0.0, 0
     for g, t in enumerate(teacher):
         for v, s in enumerate(student):
@@ -180,9 +196,68 @@ def test_simdino_loss_matches_formula():
                 tn = t.double() / t.double().norm(dim=1, keepdim=True)
                 align += (0.5 * ((sn - tn) ** 2).sum(1)).mean().item()
                 pairs += 1
-    rate = (_naive_coding_rate(student[0], 0.05) + _naive_coding_rate(student[1], 0.05)) / 2
+    # SimDINO's calc_expansion: on s/|s| (--expa_type 0) or on (s/|s| + t/|t|) / 2 not
+    # renormalised (--expa_type 1), for each global view g with the teacher's output on g.
+    rows = [_unit(student[g]) if rate_input == "student" else (_unit(student[g]) + _unit(t)) / 2
+            for g, t in enumerate(teacher)]
+    rate = sum(_naive_rate_of_rows(r, 0.05).item() for r in rows) / 2
     expected = align / pairs - (6 + 5) / (6 * 5) * rate
     assert loss.item() == pytest.approx(expected, rel=1e-4)
+    assert parts["coding_rate"].item() == pytest.approx(rate, rel=1e-4)
+
+
+def test_simdino_default_is_simdino_expa_type_1_and_teacher_gets_no_gradient():
+    student = _views(3, 5, 6, seed=20, requires_grad=True)
+    teacher = _views(2, 5, 6, seed=21, requires_grad=True)
+    default, _ = losses.simdino_loss(student, teacher)
+    mean, _ = losses.simdino_loss(student, teacher, coding_rate_input="student_teacher_mean")
+    assert default.item() == mean.item()
+    default.backward()
+    assert all(t.grad is None for t in teacher)
+
+
+def test_bits_loss_rate_on_student_teacher_mean_matches_formula():
+    student, teacher = _views(3, 6, 8, seed=22), _views(2, 6, 8, seed=23)
+    loss, parts = losses.bits_loss(student, teacher, coding_rate_weight=0.3,
+                                   coding_rate_input="student_teacher_mean")
+    rate = sum(_naive_rate_of_rows((_unit(student[g]) + _unit(t)) / 2, 0.05).item()
+               for g, t in enumerate(teacher)) / 2
+    expected = _naive_bce(student, teacher) - 0.3 * (8 + 6) / (8 * 6) * rate
+    assert loss.item() == pytest.approx(expected, rel=1e-4)
+    assert parts["coding_rate"].item() == pytest.approx(rate, rel=1e-4)
+
+
+def test_coding_rate_under_bf16_autocast_equals_float32_value_and_gradient():
+    # Partly collapsed logits (rows near one direction), where the rate is most sensitive.
+    g = torch.Generator().manual_seed(24)
+    logits = torch.randn(1, 32, generator=g) * 3 + 0.3 * torch.randn(64, 32, generator=g)
+    reference = logits.clone().requires_grad_(True)
+    rate = losses.coding_rate(reference, 0.05)
+    rate.backward()
+    cast = logits.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert (cast.T @ cast).dtype == torch.bfloat16  # autocast is in force here
+        rate_autocast = losses.coding_rate(cast, 0.05)
+        mean_rate = losses.mean_coding_rate([cast, cast], [logits], 0.05,
+                                            rate_input="student_teacher_mean")
+    rate_autocast.backward()
+    assert rate_autocast.dtype == torch.float32
+    assert rate_autocast.item() == pytest.approx(rate.item(), rel=1e-4)
+    torch.testing.assert_close(cast.grad, reference.grad, rtol=1e-4, atol=1e-7)
+    expected_mean = _naive_rate_of_rows((_unit(logits) + _unit(logits)) / 2, 0.05).item()
+    assert mean_rate.item() == pytest.approx(expected_mean, rel=1e-4)
+
+
+def test_declared_global_batch_must_match_the_views():
+    student, teacher = _views(2, 4, 5, seed=25), _views(2, 4, 5, seed=26)
+    loss, _ = losses.bits_loss(student, teacher, global_batch=4)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="global_batch = 8 but 1 process"):
+        losses.bits_loss(student, teacher, global_batch=8)
+    with pytest.raises(ValueError, match="scope"):
+        losses.coding_rate(student[0], scope="local")
+    with pytest.raises(ValueError, match="rate_input"):
+        losses.mean_coding_rate(student, teacher, 0.05, rate_input="teacher")
 
 
 def test_dino_loss_and_center_match_formulas():
