@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from discomm_lite.config import Config
+from discomm_lite.config import DEFAULT_CODING_RATE_INPUT, Config
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "student", "teacher", "optimizer", "step", "epoch",
@@ -23,6 +23,11 @@ RESUMABLE_CHANGES = frozenset({
     "device", "num_workers", "data_root", "download", "log_every", "eval_every", "compile",
     "checkpoint_every", "collapse_warn", "out_dir",
 })
+
+# Fields added after checkpoints were first written (issue 11), with the behaviour of the code that
+# wrote checkpoints lacking them: such a checkpoint resumes where that behaviour is the run's own.
+FIELDS_ADDED = {"clip_grad_mode": "global", "coding_rate_scope": "global",
+                "coding_rate_input": "student"}
 
 
 class CheckpointError(RuntimeError):
@@ -75,8 +80,15 @@ def load_checkpoint(path: str | Path, config: Config | None = None,
 
 
 def check_compatible(saved: dict, config: Config, path: Path | str) -> None:
-    """Refuse to resume a run whose configuration differs in anything but `RESUMABLE_CHANGES`."""
-    current = config.to_dict()
+    """Refuse to resume a run whose configuration differs in anything but `RESUMABLE_CHANGES`.
+
+    A field missing from an older checkpoint stands for its `FIELDS_ADDED` behaviour;
+    coding_rate_input is compared as the value in force (None means the method's default).
+    """
+    saved = {**FIELDS_ADDED, **saved}
+    if saved["coding_rate_input"] is None:
+        saved["coding_rate_input"] = DEFAULT_CODING_RATE_INPUT.get(saved.get("method"))
+    current = {**config.to_dict(), "coding_rate_input": config.rate_input}
     differ = {k: (saved.get(k), current[k]) for k in current
               if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]}
     if differ:

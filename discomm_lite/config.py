@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -18,10 +19,21 @@ AGREEMENTS = ("bce", "cosine")
 TARGETS = ("hard", "soft")
 TEACHER_HEAD_POLICIES = ("copy", "keep")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+CLIP_GRAD_MODES = ("per_param", "global")
+CODING_RATE_SCOPES = ("global", "per_process")
+CODING_RATE_INPUTS = ("student", "student_teacher_mean")
 
 # Coding-rate weight when `coding_rate_weight` is left at None: the paper's beta for BITS, and
 # SimDINO's own default (its coding rate carries weight 1 against the squared-distance alignment).
 DEFAULT_CODING_RATE_WEIGHT = {"bits": 0.1, "simdino": 1.0, "dino": 0.0}
+# Features of the coding rate when `coding_rate_input` is left at None: the student's for BITS
+# (the paper's Eq. 9), SimDINO's default `--expa_type 1` for SimDINO (DINO has no coding rate).
+DEFAULT_CODING_RATE_INPUT = {"bits": "student", "simdino": "student_teacher_mean",
+                             "dino": "student"}
+
+
+class BaselineResetWarning(UserWarning):
+    """Head resets asked for a method other than BITS (the paper: they make SimDINO diverge)."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +48,22 @@ class Config:
     target_temperature: float = 0.1  # only for targets="soft"
     coding_rate_weight: float | None = None  # beta; None: 0.1 for bits, 1.0 for simdino
     eps: float = 0.05  # coding-rate eps (plays eps^2 of the paper, as in SimDINO/CroVCA code)
+    # Which features the coding rate measures, on each global view g:
+    #   student: the student's normalised outputs s_g/|s_g| (the paper's Eq. 9; SimDINO's
+    #     --expa_type 0);
+    #   student_teacher_mean: (s_g/|s_g| + t_g/|t_g|) / 2 with the teacher's output t_g on the same
+    #     view, not renormalised (SimDINO's default --expa_type 1, a smoothing its README suggests
+    #     against coding-rate spikes); the gradient reaches the student's half only.
+    # None: the method's default (student for bits, student_teacher_mean for simdino).
+    coding_rate_input: str | None = None
+    # Which batch the coding rate's covariance is taken over under torchrun:
+    #   global: the K x K Gram matrix summed over processes (with gradient), so the rate is that of
+    #     the global batch whatever the number of processes (SimDINO's --reduce_cov 1);
+    #   per_process: each process's own Gram matrix, divided by the global N as SimDINO does
+    #     (SimDINO's default --reduce_cov 0: the effective covariance, and so the rate and its
+    #     gradient, then change with the number of processes at a fixed global batch).
+    # Identical on one process.
+    coding_rate_scope: str = "global"
     reinit_every: int = 0  # re-initialise the student head every n epochs (0: never; paper 10/100)
     reinit_at_start: bool = False  # re-initialise the head once before training (adaptation)
     teacher_head_policy: str = "copy"  # at a re-init: copy the new student head | keep the EMA
@@ -81,7 +109,11 @@ class Config:
     weight_decay_end: float = 0.4
     momentum: float = 0.99  # EMA teacher momentum at the start
     momentum_end: float = 1.0
-    clip_grad: float = 1.0  # max global grad norm (0: no clipping)
+    clip_grad: float = 1.0  # max gradient norm (0: no clipping); what it bounds: clip_grad_mode
+    # per_param: each parameter tensor's gradient norm is clipped to clip_grad on its own (DINO's
+    #   and SimDINO's utils.clip_gradients, so the paper's "gradient clipping 1" and its clipping
+    #   ablation); global: the norm of all gradients together (torch's clip_grad_norm_).
+    clip_grad_mode: str = "per_param"
 
     # ---- run -------------------------------------------------------------------------------
     out_dir: str | None = None  # run folder: config.json, metrics.jsonl, checkpoint.pt (None: none)
@@ -93,7 +125,11 @@ class Config:
     eval_every: int = 1  # k-NN on the test split every n epochs (0: never)
     log_every: int = 10  # steps between metric flushes (the only host-device syncs)
     checkpoint_every: int = 1  # epochs between checkpoints (one is also written at the end)
-    pretrained: str | None = None  # checkpoint whose backbone starts the run (domain adaptation)
+    # Checkpoint to continue from on new data (domain adaptation, the paper's Table 8): student and
+    # teacher start from its teacher's backbone and, unless reinit_at_start, its teacher's head
+    # (and DINO's center), as a continued run would. A head of another shape needs
+    # reinit_at_start=True.
+    pretrained: str | None = None
     collapse_warn: float = 0.5  # warn when this fraction of teacher bits is constant in a batch
 
     def __post_init__(self) -> None:
@@ -105,6 +141,13 @@ class Config:
         if self.coding_rate_weight is None:
             return DEFAULT_CODING_RATE_WEIGHT[self.method]
         return self.coding_rate_weight
+
+    @property
+    def rate_input(self) -> str:
+        """The coding rate's features in force: `coding_rate_input`, or the method's default."""
+        if self.coding_rate_input is None:
+            return DEFAULT_CODING_RATE_INPUT[self.method]
+        return self.coding_rate_input
 
     # ---- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -169,7 +212,8 @@ def _validate(c: Config) -> None:
     choices = {
         "method": METHODS, "agreement": AGREEMENTS, "targets": TARGETS,
         "teacher_head_policy": TEACHER_HEAD_POLICIES, "precision": PRECISIONS,
-        "head_norm": ("none", "batchnorm"),
+        "head_norm": ("none", "batchnorm"), "clip_grad_mode": CLIP_GRAD_MODES,
+        "coding_rate_scope": CODING_RATE_SCOPES,
     }
     for name, accepted in choices.items():
         if getattr(c, name) not in accepted:
@@ -203,6 +247,12 @@ def _validate(c: Config) -> None:
     for name in non_negative:
         if not getattr(c, name) >= 0:
             _fail(name, getattr(c, name), "a number >= 0")
+    if c.coding_rate_input is not None and c.coding_rate_input not in CODING_RATE_INPUTS:
+        _fail("coding_rate_input", c.coding_rate_input,
+              "one of " + ", ".join(CODING_RATE_INPUTS) + ", or None for the method's default")
+    if c.n_global + c.n_local < 2:
+        _fail("n_local", c.n_local, f"at least {2 - c.n_global} with n_global = {c.n_global}: "
+              "every loss compares a view with another, so a run needs two views or more")
     if c.coding_rate_weight is not None and not c.coding_rate_weight >= 0:
         _fail("coding_rate_weight", c.coding_rate_weight, "a number >= 0, or None for the default")
     if c.lr_end > c.lr:
@@ -223,11 +273,30 @@ def _validate(c: Config) -> None:
         _fail("agreement", c.agreement, "left at 'bce' for method='dino' (DINO has its own loss)")
     if c.device != "auto" and not (c.device == "cpu" or c.device.startswith("cuda")):
         _fail("device", c.device, "auto, cpu, cuda or cuda:N")
+    if c.reinit_every > 0 and c.method != "bits":
+        warnings.warn(
+            f"Config.reinit_every = {c.reinit_every} with method={c.method!r}: head resets are "
+            "part of BITS; the paper reports that applied to SimDINO they make it diverge (and "
+            "DINO's published recipe has none). Set reinit_every=0 (the presets "
+            "imagenet-paper-simdino and imagenet-paper-dino do), or, to run it on purpose, "
+            "silence this with warnings.filterwarnings('ignore', "
+            "category=discomm_lite.config.BaselineResetWarning).",
+            BaselineResetWarning, stacklevel=4)
 
 
 # ---- presets ---------------------------------------------------------------------------------
 # Each preset is a set of overrides of the defaults; `make_config(preset, **overrides)` applies
 # them. The reason for every non-obvious value is next to it.
+_IMAGENET_PAPER = dict(
+    dataset="imagefolder", backbone="vit-base/16", image_size=224, n_bits=256,
+    epochs=100, batch_size=256, lr=5e-4, lr_end=5e-5, warmup_epochs=10,
+    weight_decay=0.04, weight_decay_end=0.4, momentum=0.996, momentum_end=1.0,
+    eps=0.05, reinit_every=10, clip_grad=1.0, clip_grad_mode="per_param",
+    n_global=2, n_local=10, global_size=224, local_size=96, global_scale_min=0.4,
+    local_scale_min=0.05, local_scale_max=0.4, blur=True, solarize=True, drop_path=0.1,
+    eval_every=10, log_every=50,
+)
+
 PRESETS: dict[str, dict] = {
     # The quickstart: embedded synthetic images, a small convnet, 2048 training images so that
     # 6 epochs (96 steps) fit the 3-minute budget on 2 CPU cores.
@@ -242,32 +311,58 @@ PRESETS: dict[str, dict] = {
         train_subset=2048, n_bits=64, head_hidden_dim=512, head_norm="batchnorm", epochs=6,
         batch_size=128,
         lr=2e-3, lr_end=1e-4, warmup_epochs=1, momentum=0.99, eval_every=2, log_every=8,
+        clip_grad_mode="global",  # chosen by the CPU recipe study
+        # The coding rate on the student's outputs for every method, as before issue 11, while
+        # the CPU recipe study runs (SimDINO's own default is student_teacher_mean).
+        coding_rate_input="student",
     ),
     # Toy CIFAR-10 on a laptop CPU: a subset and a small convnet so 4 methods fit in ~20 minutes.
     "cifar-toy": dict(
         dataset="cifar10", backbone="convnet-small", image_size=32, global_size=32,
         train_subset=10000, test_subset=2000, n_bits=128, head_hidden_dim=512, epochs=5,
         batch_size=256, lr=2e-3, lr_end=1e-4, warmup_epochs=1, momentum=0.99, eval_every=1,
+        clip_grad_mode="global",  # chosen by the CPU recipe study
+        coding_rate_input="student",  # as in synthetic-toy
     ),
     # CIFAR-10 on one GPU: ResNet-18 with a CIFAR stem, 2 x 32 px views, AdamW at batch 512
-    # (the recipe of the CIFAR study in issue 7; see notebooks/05_full_cifar_gpu.ipynb).
+    # (the recipe of the CIFAR study in issue 7; see notebooks/05_full_cifar_gpu.ipynb). Gradient
+    # clipping 1 per parameter, the paper's convention (the Config default).
     "cifar-full": dict(
         dataset="cifar10", backbone="resnet18-cifar", image_size=32, global_size=32,
         n_bits=256, epochs=200, batch_size=512, lr=2e-3, lr_end=1e-4, warmup_epochs=10,
         weight_decay=0.04, weight_decay_end=0.4, momentum=0.99, eval_every=10, log_every=50,
     ),
     # The paper's ImageNet-1k protocol: ViT-B/16, 100 epochs, batch 256, K = 256, beta = 0.1,
-    # head reset every 10 epochs, grad clip 1, final lr 5e-5, 2 x 224 + 10 x 96 crops, SimDINO's
-    # defaults otherwise (lr 5e-4 x 256/256, 10 warmup epochs, wd 0.04 -> 0.4, EMA 0.996 -> 1).
-    "imagenet-paper": dict(
-        dataset="imagefolder", backbone="vit-base/16", image_size=224, n_bits=256,
-        epochs=100, batch_size=256, lr=5e-4, lr_end=5e-5, warmup_epochs=10,
-        weight_decay=0.04, weight_decay_end=0.4, momentum=0.996, momentum_end=1.0,
-        coding_rate_weight=0.1, eps=0.05, reinit_every=10, clip_grad=1.0,
-        n_global=2, n_local=10, global_size=224, local_size=96, global_scale_min=0.4,
-        local_scale_min=0.05, local_scale_max=0.4, blur=True, solarize=True, drop_path=0.1,
-        eval_every=10, log_every=50,
-    ),
+    # head reset every 10 epochs, grad clip 1 per parameter (DINO's clip_gradients, which SimDINO
+    # keeps), final lr 5e-5, 2 x 224 + 10 x 96 crops, SimDINO's defaults otherwise (lr 5e-4 x
+    # 256/256, 10 warmup epochs, wd 0.04 -> 0.4, EMA 0.996 -> 1, drop path 0.1 in the student
+    # only). coding_rate_weight is left to the method (0.1 for bits, SimDINO's 1 for simdino).
+    "imagenet-paper": _IMAGENET_PAPER,
+    # The SimDINO baseline under the paper's protocol, with SimDINO's own method defaults
+    # (RobinWu218/SimDINO simdino/main_dino.py and its README's ViT-B/16 command): coding-rate
+    # weight 1 (--coeff 1), eps 0.05 (--eps 0.05), the rate on the mean of the student's and the
+    # teacher's normalised outputs (--expa_type 1), no head resets (the paper: resets make SimDINO
+    # diverge). SimDINO's head has no prototype layer, so nothing is frozen. Its default
+    # --reduce_cov 0 is coding_rate_scope="per_process"; the preset keeps "global" so that the
+    # run does not depend on the number of GPUs: set per_process to match a SimDINO run on as
+    # many GPUs. SimDINO's own clip_grad (3.0) and min_lr (1e-6) are not used: the preset keeps
+    # the paper's protocol, which does not say its baselines changed them.
+    "imagenet-paper-simdino": {
+        **_IMAGENET_PAPER, "method": "simdino", "reinit_every": 0, "coding_rate_weight": 1.0,
+        "eps": 0.05, "coding_rate_input": "student_teacher_mean",
+    },
+    # The DINO baseline under the paper's protocol, with DINO's own method defaults
+    # (facebookresearch/dino main_dino.py, used as is by its README's vit_base command): 65536
+    # prototypes behind a 256-d bottleneck, the last layer frozen for the first epoch, teacher
+    # temperature 0.04 throughout (the README's 0.04 -> 0.07 over 30 epochs is its "boosting"
+    # recipe for ViT-S over 300 epochs), student temperature 0.1, center momentum 0.9, no head
+    # resets. As for SimDINO, DINO's clip_grad 3.0 and min_lr 1e-6 give way to the protocol's.
+    "imagenet-paper-dino": {
+        **_IMAGENET_PAPER, "method": "dino", "reinit_every": 0, "n_prototypes": 65536,
+        "head_bottleneck_dim": 256, "head_hidden_dim": 2048, "freeze_last_layer_epochs": 1,
+        "teacher_temp": 0.04, "teacher_temp_warmup": 0.04, "teacher_temp_warmup_epochs": 0,
+        "student_temp": 0.1, "center_momentum": 0.9,
+    },
 }
 
 

@@ -77,6 +77,20 @@ def test_checkpoint_of_another_configuration_is_refused_naming_the_fields(tmp_pa
     load_checkpoint(path, Config(n_bits=64, device="cpu", log_every=3, out_dir="elsewhere"))
 
 
+def test_checkpoint_older_than_the_new_fields_resumes_where_it_would_run_the_same(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    config = make_config("synthetic-toy")  # global clipping, coding rate on the student
+    old = {k: v for k, v in config.to_dict().items()
+           if k not in ("clip_grad_mode", "coding_rate_scope", "coding_rate_input")}
+    save_checkpoint(path, {**PAYLOAD, "config": old})
+    load_checkpoint(path, config)
+    load_checkpoint(path, config.replace(coding_rate_input=None))  # bits: the student's anyway
+    with pytest.raises(CheckpointError, match="clip_grad_mode: checkpoint 'global' vs now"):
+        load_checkpoint(path, config.replace(clip_grad_mode="per_param"))
+    with pytest.raises(CheckpointError, match="coding_rate_input: checkpoint 'student' vs now"):
+        load_checkpoint(path, config.replace(coding_rate_input="student_teacher_mean"))
+
+
 def test_load_backbone_extracts_the_teachers_features(tmp_path):
     config = make_config("synthetic-toy", train_subset=128, batch_size=64, epochs=1,
                          eval_every=0, n_bits=8, head_hidden_dim=32, out_dir=str(tmp_path))

@@ -1,11 +1,18 @@
 """The Config: validation messages, presets, serialisation, and the CLI generated from it."""
 
 import json
+import warnings
 
 import pytest
 
 from discomm_lite.cli import build_parser, main, parse_value
-from discomm_lite.config import PRESETS, Config, field_names, make_config
+from discomm_lite.config import (
+    PRESETS,
+    BaselineResetWarning,
+    Config,
+    field_names,
+    make_config,
+)
 
 BAD_VALUES = [
     ("n_bits", 0, ">= 1"),
@@ -25,6 +32,9 @@ BAD_VALUES = [
     ("teacher_head_policy", "warm", "copy, keep"),
     ("device", "tpu", "auto, cpu, cuda"),
     ("precision", "fp8", "auto, fp32"),
+    ("clip_grad_mode", "norm", "per_param, global"),
+    ("coding_rate_scope", "local", "global, per_process"),
+    ("coding_rate_input", "teacher", "student, student_teacher_mean, or None"),
 ]
 
 
@@ -64,6 +74,70 @@ def test_coding_rate_weight_defaults_per_method():
     assert Config(method="bits").beta == 0.1
     assert Config(method="simdino").beta == 1.0
     assert Config(method="simdino", coding_rate_weight=0.5).beta == 0.5
+
+
+def test_coding_rate_input_defaults_per_method():
+    assert Config(method="bits").rate_input == "student"
+    assert Config(method="simdino").rate_input == "student_teacher_mean"  # SimDINO --expa_type 1
+    assert Config(method="simdino", coding_rate_input="student").rate_input == "student"
+    assert Config().coding_rate_scope == "global" and Config().clip_grad_mode == "per_param"
+
+
+def test_imagenet_paper_clips_per_parameter_and_leaves_beta_to_the_method():
+    c = make_config("imagenet-paper")
+    assert (c.clip_grad, c.clip_grad_mode, c.coding_rate_weight, c.drop_path) == \
+        (1.0, "per_param", None, 0.1)
+    assert make_config("cifar-full").clip_grad_mode == "per_param"
+    with pytest.warns(BaselineResetWarning, match="make it diverge"):
+        simdino = make_config("imagenet-paper", method="simdino")
+    assert (simdino.beta, simdino.rate_input) == (1.0, "student_teacher_mean")
+
+
+def test_simdino_preset_has_simdinos_own_defaults():
+    c = make_config("imagenet-paper-simdino")
+    # simdino/main_dino.py: MCRLoss(coeff=1), --expa_type 1, README command --eps 0.05;
+    # the paper: no head resets for SimDINO. The protocol is the paper's.
+    assert (c.method, c.beta, c.eps, c.rate_input, c.reinit_every) == \
+        ("simdino", 1.0, 0.05, "student_teacher_mean", 0)
+    assert (c.n_bits, c.head_hidden_dim, c.coding_rate_scope) == (256, 2048, "global")
+    paper = make_config("imagenet-paper")
+    for name in ("backbone", "epochs", "batch_size", "lr", "lr_end", "clip_grad",
+                 "clip_grad_mode", "n_local", "momentum", "drop_path"):
+        assert getattr(c, name) == getattr(paper, name), name
+
+
+def test_dino_preset_has_dinos_own_defaults():
+    c = make_config("imagenet-paper-dino")
+    # dino main_dino.py defaults (its README's vit_base command passes none of these).
+    assert (c.method, c.n_prototypes, c.head_bottleneck_dim, c.freeze_last_layer_epochs) == \
+        ("dino", 65536, 256, 1)
+    assert (c.teacher_temp_warmup, c.teacher_temp, c.teacher_temp_warmup_epochs) == \
+        (0.04, 0.04, 0)
+    assert (c.student_temp, c.center_momentum, c.reinit_every) == (0.1, 0.9, 0)
+
+
+def test_toy_presets_keep_their_behaviour():
+    for preset in ("synthetic-toy", "cifar-toy"):
+        for method in ("bits", "simdino"):
+            c = make_config(preset, method=method)
+            assert (c.clip_grad_mode, c.rate_input) == ("global", "student"), (preset, method)
+
+
+def test_resets_for_a_baseline_warn_unless_silenced():
+    with pytest.warns(BaselineResetWarning, match="reinit_every=0"):
+        Config(method="dino", reinit_every=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Config(method="bits", reinit_every=5)
+        Config(method="simdino", reinit_at_start=True)
+        warnings.filterwarnings("ignore", category=BaselineResetWarning)
+        Config(method="simdino", reinit_every=5)
+
+
+def test_a_run_needs_two_views():
+    with pytest.raises(ValueError, match="Config.n_local = 0 .*at least 1 with n_global = 1"):
+        Config(n_global=1, n_local=0)
+    Config(n_global=1, n_local=1)
 
 
 def test_every_field_is_a_cli_option_with_its_type():
