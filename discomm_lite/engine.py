@@ -73,14 +73,16 @@ def compute_loss(config: Config, student_logits: Sequence[Tensor],
                  teacher_logits: Sequence[Tensor], *, center: Tensor | None,
                  teacher_temp: float) -> tuple[Tensor, dict]:
     """The configured method's loss (factory-level: the only loss code that reads the config)."""
+    # The global batch is the config's: no all-reduce (and no host sync) to count it.
+    rate = dict(coding_rate_weight=config.beta, eps=config.eps,
+                coding_rate_input=config.rate_input, coding_rate_scope=config.coding_rate_scope,
+                global_batch=config.batch_size)
     if config.method == "bits":
         return losses.bits_loss(
-            student_logits, teacher_logits, coding_rate_weight=config.beta, eps=config.eps,
-            agreement=config.agreement, targets=config.targets,
-            temperature=config.target_temperature)
+            student_logits, teacher_logits, agreement=config.agreement, targets=config.targets,
+            temperature=config.target_temperature, **rate)
     if config.method == "simdino":
-        return losses.simdino_loss(student_logits, teacher_logits,
-                                   coding_rate_weight=config.beta, eps=config.eps)
+        return losses.simdino_loss(student_logits, teacher_logits, **rate)
     return losses.dino_loss(student_logits, teacher_logits, center=center,
                             teacher_temp=teacher_temp, student_temp=config.student_temp)
 
@@ -91,6 +93,28 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def clip_gradients(parameters: Sequence[nn.Parameter], max_norm: float, mode: str) -> Tensor:
+    """Clip gradients in place; return the norm of all gradients before clipping (a device scalar).
+
+    mode "per_param": each parameter's gradient g with |g| > max_norm is scaled by
+    max_norm / (|g| + 1e-6), each tensor on its own (DINO's and SimDINO's `utils.clip_gradients`,
+    the convention of the paper's "gradient clipping 1"). mode "global": all gradients are scaled
+    together so that their joint norm is at most max_norm (`torch.nn.utils.clip_grad_norm_`).
+    max_norm 0 leaves the gradients as they are. No host-device sync in either mode.
+    """
+    if mode not in ("per_param", "global"):
+        raise ValueError(f"mode must be 'per_param' or 'global', got {mode!r}.")
+    with_grad = [p for p in parameters if p.grad is not None]
+    if mode == "global" and max_norm > 0:
+        return nn.utils.clip_grad_norm_(with_grad, max_norm)
+    grads = [p.grad for p in with_grad]
+    norms = torch.stack(torch._foreach_norm(grads))  # (P,) one norm per parameter tensor
+    if max_norm > 0:
+        scales = (max_norm / (norms + 1e-6)).clamp(max=1.0)  # 1: the tensor is left untouched
+        torch._foreach_mul_(grads, list(scales.unbind()))
+    return torch.linalg.vector_norm(norms)
 
 
 def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.AdamW:
@@ -195,21 +219,23 @@ def build_state(config: Config, device: torch.device) -> TrainState:
     """Student, teacher (same weights), AdamW, loss scaler and DINO center of a new run."""
     torch.manual_seed(config.seed)  # every process draws the same initial weights
     student = make_model(config)
-    if config.pretrained:
-        _load_pretrained_backbone(student, config)
+    pretrained_center = _load_pretrained(student, config) if config.pretrained else None
     teacher = make_teacher(student)
     student.to(device)
     teacher.to(device)
     if _channels_last(student, device):
         student.to(memory_format=torch.channels_last)
         teacher.to(memory_format=torch.channels_last)
+    center = None
+    if config.method == "dino":
+        center = torch.zeros(1, config.n_prototypes, device=device)
+        if pretrained_center is not None:
+            center.copy_(pretrained_center)
     autocast_dtype = resolve_precision(config.precision, device)
     return TrainState(
         student=student, teacher=teacher, optimizer=make_optimizer(student, config, device),
         scaler=torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16),
-        center=(torch.zeros(1, config.n_prototypes, device=device)
-                if config.method == "dino" else None),
-        autocast_dtype=autocast_dtype,
+        center=center, autocast_dtype=autocast_dtype,
     )
 
 
@@ -231,7 +257,10 @@ def make_forwards(state: TrainState, config: Config, device: torch.device) -> Fo
     model: nn.Module = state.student
     if distributed.is_distributed():
         if device.type == "cuda":
+            # Student and teacher both (DINO's main_dino.py): the teacher's batch statistics are
+            # then also those of the global batch. The conversion is in place.
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            nn.SyncBatchNorm.convert_sync_batchnorm(state.teacher)
         model = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     return Forwards(
@@ -294,8 +323,8 @@ def train_step(state: TrainState, views: list[Tensor], config: Config, forward: 
     state.optimizer.zero_grad(set_to_none=True)
     state.scaler.scale(loss).backward()
     state.scaler.unscale_(state.optimizer)
-    grad_norm = (nn.utils.clip_grad_norm_(state.student.parameters(), config.clip_grad)
-                 if config.clip_grad > 0 else _grad_norm(state.student))
+    grad_norm = clip_gradients(list(state.student.parameters()), config.clip_grad,
+                               config.clip_grad_mode)
     if config.method == "dino" and epoch < config.freeze_last_layer_epochs:
         state.student.head.cancel_last_layer_gradients()
     state.scaler.step(state.optimizer)
@@ -347,6 +376,7 @@ def train(
         set_rng_state(payload["rng"])
         if distributed.is_main_process():
             _truncate_metrics(metrics_path, state.step)
+        distributed.barrier()  # the other processes read metrics.jsonl once rank 0 rewrote it
         records = _read_records(metrics_path)
     elif out is not None and distributed.is_main_process():
         out.mkdir(parents=True, exist_ok=True)
@@ -458,11 +488,6 @@ def collapse_message(record: dict, n_bits: int, eps: float, max_constant: float)
             "higher coding_rate_weight or a lower lr.")
 
 
-def _grad_norm(model: nn.Module) -> Tensor:
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-
-
 def _check_finite(steps: list[int], values: dict[str, list[float]]) -> None:
     for i, step in enumerate(steps):
         if not math.isfinite(values["loss"][i]):
@@ -488,17 +513,45 @@ def _read_records(path: Path | None) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _load_pretrained_backbone(student: MultiCropModel, config: Config) -> None:
-    """Start from the teacher backbone of `config.pretrained` (the head stays freshly drawn)."""
+def _load_pretrained(student: MultiCropModel, config: Config) -> Tensor | None:
+    """Start the student from the teacher of `config.pretrained`, as a continued run would.
+
+    The backbone always; the head too unless `reinit_at_start` (the loop then draws a fresh one
+    at epoch 0), which the paper's Table 8 adaptation needs for BITS-fixed, DINO and SimDINO.
+    Returns the checkpoint's DINO center when its head is loaded into a DINO run, else None.
+    """
     payload = load_checkpoint(config.pretrained)
-    if payload["config"]["backbone"] != config.backbone:
+    saved = payload["config"]
+    if saved["backbone"] != config.backbone:
         raise ValueError(
-            f"Config.pretrained = {config.pretrained!r} holds a {payload['config']['backbone']!r} "
+            f"Config.pretrained = {config.pretrained!r} holds a {saved['backbone']!r} "
             f"backbone but Config.backbone = {config.backbone!r}: set backbone to match."
         )
-    prefix = "backbone."
-    student.backbone.load_state_dict(
-        {k[len(prefix):]: v for k, v in payload["teacher"].items() if k.startswith(prefix)})
+    student.backbone.load_state_dict(_substate(payload["teacher"], "backbone."))
+    if config.reinit_at_start:
+        return None
+    head = _substate(payload["teacher"], "head.")
+    expected = student.head.state_dict()
+    shapes = {k: tuple(v.shape) for k, v in head.items()}
+    wanted = {k: tuple(v.shape) for k, v in expected.items()}
+    if shapes != wanted:
+        differ = sorted(k for k in shapes.keys() | wanted.keys() if shapes.get(k) != wanted.get(k))
+        described = "; ".join(f"{k}: checkpoint {shapes.get(k)} vs run {wanted.get(k)}"
+                              for k in differ[:4])
+        settings = ", ".join(f"{k}={saved.get(k)!r}" for k in (
+            "method", "n_bits", "head_hidden_dim", "head_norm", "n_prototypes",
+            "head_bottleneck_dim"))
+        raise ValueError(
+            f"Config.pretrained = {config.pretrained!r} holds a head that does not fit this "
+            f"run's ({described}); it was built with {settings}. Set reinit_at_start=True to "
+            "start from a fresh head, or give the run those head settings to continue with it."
+        )
+    student.head.load_state_dict(head)
+    return payload.get("center") if config.method == "dino" else None
+
+
+def _substate(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 @torch.no_grad()

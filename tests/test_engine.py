@@ -193,3 +193,104 @@ def test_cli_evaluate_writes_the_suite_json(tmp_path):
                 "effective_dim", "effective_rank", "map_vs_bits", "code_mean_bit_entropy"):
         assert key in written, key
     assert 0 <= written["map_hamming"] <= 1 and 1 <= written["effective_dim"] <= 256
+
+
+def _dino_clip_gradients(parameters, clip):
+    """DINO's utils.clip_gradients, as a loop: each gradient clipped to norm `clip` alone."""
+    for p in parameters:
+        if p.grad is not None:
+            norm = p.grad.norm(2)
+            coef = clip / (norm + 1e-6)
+            if coef < 1:
+                p.grad.mul_(coef)
+
+
+def _parameters_with_grads(seed):
+    g = torch.Generator().manual_seed(seed)
+    params = [torch.nn.Parameter(torch.zeros(*shape)) for shape in ((3, 4), (7,), (2, 2, 2), (5,))]
+    for p, scale in zip(params[:3], (0.1, 5.0, 30.0), strict=True):
+        p.grad = torch.randn(p.shape, generator=g) * scale
+    return params  # the last one has no gradient
+
+
+@pytest.mark.parametrize("clip", [0.3, 1.0, 3.0])
+def test_per_parameter_clipping_equals_dinos_loop(clip):
+    params, reference = _parameters_with_grads(0), _parameters_with_grads(0)
+    before = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in params[:3]]))
+    norm = engine.clip_gradients(params, clip, "per_param")
+    _dino_clip_gradients(reference, clip)
+    for p, r in zip(params, reference, strict=True):
+        if r.grad is None:
+            assert p.grad is None
+        else:
+            torch.testing.assert_close(p.grad, r.grad, rtol=1e-6, atol=0)
+    # Gradients within the bound are left exactly as they were, the others have norm ~clip.
+    for p, original in zip(params[:3], _parameters_with_grads(0)[:3], strict=True):
+        if original.grad.norm() <= clip:
+            assert torch.equal(p.grad, original.grad)
+        else:
+            assert p.grad.norm().item() == pytest.approx(clip, rel=1e-5)
+    torch.testing.assert_close(norm, before)  # the norm of all gradients before clipping
+
+
+def test_global_clipping_is_torchs_and_zero_leaves_gradients():
+    params, reference = _parameters_with_grads(1), _parameters_with_grads(1)
+    norm = engine.clip_gradients(params, 1.0, "global")
+    expected = torch.nn.utils.clip_grad_norm_(reference, 1.0)
+    torch.testing.assert_close(norm, expected)
+    for p, r in zip(params[:3], reference[:3], strict=True):
+        assert torch.equal(p.grad, r.grad)
+    untouched = _parameters_with_grads(1)
+    engine.clip_gradients(untouched, 0.0, "per_param")
+    for p, r in zip(untouched[:3], _parameters_with_grads(1)[:3], strict=True):
+        assert torch.equal(p.grad, r.grad)
+    with pytest.raises(ValueError, match="per_param"):
+        engine.clip_gradients(params, 1.0, "layerwise")
+
+
+def _weights(module):
+    """Parameters only: BatchNorm running statistics move with every train-mode forward."""
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def test_pretrained_head_is_loaded_unless_reinit_at_start(tmp_path):
+    source = train(tiny_config(tmp_path / "source", epochs=1, eval_every=0), progress=False)
+    checkpoint = str(tmp_path / "source" / "run" / "checkpoint.pt")
+    pretrained = _weights(source.teacher.head)
+    # One step: the first step's warmup lr is 0, so the weights are still where they started.
+    kept = train(tiny_config(tmp_path / "kept", pretrained=checkpoint, eval_every=0),
+                 max_steps=1, progress=False)
+    for model in (kept.student, kept.teacher):
+        for k, v in _weights(model.head).items():
+            assert torch.equal(v, pretrained[k]), k
+        for k, v in _weights(model.backbone).items():
+            assert torch.equal(v, _weights(source.teacher.backbone)[k]), k
+    assert not [r for r in kept.records if r["kind"] == "reinit"]
+
+    redrawn = train(tiny_config(tmp_path / "redrawn", pretrained=checkpoint, eval_every=0,
+                                reinit_at_start=True), max_steps=1, progress=False)
+    assert [r["step"] for r in redrawn.records if r["kind"] == "reinit"] == [0]
+    weights = [k for k in pretrained if k.endswith("weight")]
+    assert all(not torch.equal(_weights(redrawn.student.head)[k], pretrained[k]) for k in weights)
+    for k, v in _weights(redrawn.student.backbone).items():
+        assert torch.equal(v, _weights(source.teacher.backbone)[k]), k
+
+
+def test_pretrained_head_of_another_shape_needs_reinit_at_start(tmp_path):
+    train(tiny_config(tmp_path / "source", epochs=1, eval_every=0), progress=False)
+    checkpoint = str(tmp_path / "source" / "run" / "checkpoint.pt")
+    config = tiny_config(tmp_path / "other", pretrained=checkpoint, n_bits=32, eval_every=0)
+    with pytest.raises(ValueError, match=r"mlp\.4\.weight.*n_bits=16.*reinit_at_start=True"):
+        engine.build_state(config, torch.device("cpu"))
+    engine.build_state(config.replace(reinit_at_start=True), torch.device("cpu"))
+
+
+def test_pretrained_dino_run_continues_with_its_center(tmp_path):
+    dino = dict(method="dino", n_prototypes=32, head_bottleneck_dim=16, eval_every=0, epochs=1)
+    train(tiny_config(tmp_path / "source", **dino), progress=False)
+    checkpoint = tmp_path / "source" / "run" / "checkpoint.pt"
+    saved = torch.load(checkpoint, weights_only=False)["center"]
+    assert saved.abs().sum() > 0
+    state = engine.build_state(tiny_config(tmp_path / "next", pretrained=str(checkpoint), **dino),
+                               torch.device("cpu"))
+    assert torch.equal(state.center, saved)
