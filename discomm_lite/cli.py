@@ -71,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--train-subset", type=int, default=None)
     evaluate.add_argument("--test-subset", type=int, default=None)
     evaluate.add_argument("--retrieval-k", type=int, default=None, help="default: mAP@ALL")
+    evaluate.add_argument(
+        "--retrieval-root", default=None, metavar="DIR",
+        help="a query/database split (DIR/query/<class>/<image>, DIR/database/<class>/<image>), "
+             "the paper's protocol; default: self-search on the test set")
+    evaluate.add_argument(
+        "--dino-linear-epochs", type=int, default=0, metavar="N",
+        help="also run DINO's linear protocol (SGD on augmented crops through the frozen "
+             "backbone) for N epochs (DINO: 100; meant for GPUs); default 0: only the fast proxy")
     evaluate.add_argument("--device", default="cpu")
 
     sweep = commands.add_parser(
@@ -123,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate_checkpoint(
                 args.checkpoint, dataset=args.dataset, data_root=args.data_root,
                 train_subset=args.train_subset, test_subset=args.test_subset,
-                device=args.device, retrieval_k=args.retrieval_k)
+                device=args.device, retrieval_k=args.retrieval_k,
+                retrieval_root=args.retrieval_root, dino_linear_epochs=args.dino_linear_epochs)
             print(json.dumps(result, indent=2))
         elif args.command == "sweep":
             from discomm_lite.sweep import run_sweep

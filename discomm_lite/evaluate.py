@@ -176,7 +176,13 @@ def linear_probe(
     seed: int = 0,
     n_classes: int | None = None,
 ) -> dict[str, float]:
-    """Multinomial logistic regression on frozen, standardised features.
+    """Multinomial logistic regression on frozen, standardised features: the fast linear proxy.
+
+    A proxy for the linear probing the paper reports: it trains on features extracted once from
+    un-augmented, center-cropped images, so it takes seconds, but it is not DINO's protocol
+    (eval_linear.py: SGD on random-resized, flipped crops through the frozen backbone, 100
+    epochs), which ``features.dino_linear_probe`` follows. Compare its numbers with each other,
+    not with the paper's.
 
     Features are standardised with the train set's mean and standard deviation, so the probe
     is invariant to a per-dimension affine rescaling of the features. The weights start at zero
@@ -279,8 +285,10 @@ def retrieval_map(
     Args:
         query: (M, D) features, or (M, K) codes for ``metric="hamming"``.
         query_labels: (M,) integer labels or (M, L) multi-hot labels.
-        database: (N, D) or (N, K); ``None`` searches the queries themselves, each query
-            excluding itself (so N = M - 1 candidates per query).
+        database: (N, D) or (N, K), a database apart from the queries (the paper's protocol: the
+            query and database sets of FFPQ's ImageNet retrieval split); ``None`` is self-search:
+            the queries search themselves, each query excluding itself (N = M - 1 candidates per
+            query), a proxy when no split is at hand.
         database_labels: labels of the database, like ``query_labels``.
         metric: "cosine" or "hamming".
         k: evaluate the top k results (mAP@k), or ``None`` for mAP@ALL.
@@ -346,18 +354,23 @@ def map_vs_bits(
     labels: Tensor,
     bits_kept: Sequence[int] = (32, 64, 128, 256),
     *,
+    database: Tensor | None = None,
+    database_labels: Tensor | None = None,
     k: int | None = None,
     memory_budget_mb: float = 256.0,
 ) -> dict[int, float]:
     """Hamming retrieval mAP of the codes truncated to their first b bits (paper, Sec. 5).
 
-    Each code set is searched against itself (each query excluding itself), as ``retrieval_map``
-    with ``database=None``. Values of b larger than K are skipped; K itself is always included.
+    As ``retrieval_map`` with ``metric="hamming"``: the codes search ``database`` when given (a
+    query/database split), else themselves, each query excluding itself (self-search). Values of
+    b larger than K are skipped; K itself is always included.
 
     Args:
-        codes: (N, K) codes in {0, 1}.
-        labels: (N,) integer labels or (N, L) multi-hot labels.
+        codes: (M, K) query codes in {0, 1}.
+        labels: (M,) integer labels or (M, L) multi-hot labels.
         bits_kept: the prefix lengths b to evaluate.
+        database: (N, K) database codes, or ``None`` for self-search.
+        database_labels: labels of the database, like ``labels``.
         k: mAP@k, or ``None`` for mAP@ALL.
         memory_budget_mb: as in ``retrieval_map``.
 
@@ -370,7 +383,8 @@ def map_vs_bits(
     kept = sorted({b for b in bits_kept if b <= n_bits} | {n_bits})
     return {
         b: retrieval_map(
-            codes[:, :b], labels, metric="hamming", k=k, memory_budget_mb=memory_budget_mb
+            codes[:, :b], labels, None if database is None else database[:, :b],
+            database_labels, metric="hamming", k=k, memory_budget_mb=memory_budget_mb,
         )["map"]
         for b in kept
     }

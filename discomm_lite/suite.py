@@ -1,4 +1,4 @@
-"""The whole evaluation suite in one call: k-NN, linear probe, retrieval, geometry, codes."""
+"""The whole evaluation suite in one call: k-NN, linear probes, retrieval, geometry, codes."""
 
 from __future__ import annotations
 
@@ -11,11 +11,20 @@ from torch import nn
 
 from discomm_lite.checkpoint import load_checkpoint
 from discomm_lite.config import Config
+from discomm_lite.data import ImageFolderDataset
 from discomm_lite.evaluate import evaluate_knn, geometry, linear_probe, map_vs_bits, retrieval_map
-from discomm_lite.features import extract_features
+from discomm_lite.features import dino_linear_probe, extract_features
 from discomm_lite.language import language_summary
 from discomm_lite.model import make_model
 from discomm_lite.pipeline import load_splits
+
+SELF_SEARCH = ("self-search: each test image queries the rest of the test set (a proxy; the "
+               "paper searches a separate database, the FFPQ retrieval split)")
+SPLIT_SEARCH = "query/database split: each query image searches the database set"
+LINEAR_PROXY = ("fast proxy: logistic regression on features pre-extracted from un-augmented, "
+                "center-cropped images (not DINO's eval_linear.py protocol)")
+LINEAR_DINO = ("DINO protocol (eval_linear.py): SGD on random-resized, flipped crops through the "
+               "frozen backbone; last-epoch accuracy")
 
 
 def evaluate_model(
@@ -28,35 +37,87 @@ def evaluate_model(
     device: str | torch.device = "cpu",
     retrieval_k: int | None = None,
     linear_epochs: int = 100,
+    retrieval_split: tuple | None = None,
+    dino_linear_epochs: int = 0,
 ) -> dict:
     """Every paper evaluation of a frozen backbone (and the codes of its head), as plain floats.
 
-    k-NN (DINO k=20 T=0.07 and lightly k=200 T=0.1) and a linear probe train on `train_set`
-    features and test on `test_set`; retrieval mAP (mAP@ALL, or mAP@`retrieval_k`) uses the test
-    set as its own database, with cosine on features and Hamming distance on the head's codes;
-    geometry is the effective dimension and rank of the test features.
+    k-NN (DINO k=20 T=0.07 and lightly k=200 T=0.1) and the fast linear probe (`linear_top1`,
+    logistic regression on pre-extracted features: a proxy, see `evaluate.linear_probe`) train on
+    `train_set` features and test on `test_set`. Retrieval mAP (mAP@ALL, or mAP@`retrieval_k`),
+    cosine on features (`map_cosine`) and Hamming on the head's codes (`map_hamming`,
+    `map_vs_bits`): with `retrieval_split = (query_set, database_set)` the queries search the
+    database, the paper's protocol (FFPQ's retrieval split on ImageNet); without, the test set
+    searches itself (self-search). Geometry (effective dimension and rank) and the code
+    statistics are those of the test set. `dino_linear_epochs > 0` adds `linear_dino_top1`,
+    DINO's linear protocol (`features.dino_linear_probe`, meant for GPUs). The keys
+    `retrieval_protocol` and `linear_protocol` say which protocols the numbers come from.
     """
     started = time.perf_counter()
-    bank = extract_features(backbone, train_set, image_size=image_size, head=head, device=device)
-    query = extract_features(backbone, test_set, image_size=image_size, head=head, device=device)
+
+    def features(dataset) -> dict:
+        return extract_features(backbone, dataset, image_size=image_size, head=head,
+                                device=device)
+
+    bank, query = features(train_set), features(test_set)
     result: dict = {}
     result.update(evaluate_knn(bank["feats"], bank["labels"], query["feats"], query["labels"]))
     result.update(linear_probe(bank["feats"], bank["labels"], query["feats"], query["labels"],
                                epochs=linear_epochs))
-    feature_map = retrieval_map(query["feats"], query["labels"], metric="cosine", k=retrieval_k)
-    result["map_cosine"] = feature_map["map"]
+    result["linear_protocol"] = LINEAR_PROXY
+    if dino_linear_epochs > 0:
+        result.update(dino_linear_probe(backbone, train_set, test_set, image_size=image_size,
+                                        epochs=dino_linear_epochs, device=device))
+        result["linear_dino_protocol"] = LINEAR_DINO
+    if retrieval_split is None:
+        searcher, database = query, None
+        result["retrieval_protocol"] = SELF_SEARCH
+    else:
+        searcher, database = (features(dataset) for dataset in retrieval_split)
+        result["retrieval_protocol"] = SPLIT_SEARCH
+    on_database = {} if database is None else {"database": database["feats"],
+                                                "database_labels": database["labels"]}
+    result["map_cosine"] = retrieval_map(searcher["feats"], searcher["labels"], **on_database,
+                                         metric="cosine", k=retrieval_k)["map"]
     geo = geometry(query["feats"])
     result["effective_dim"] = geo["effective_dim"]
     result["effective_rank"] = geo["effective_rank"]
     if head is not None:
-        codes = query["codes"]
-        result["map_hamming"] = retrieval_map(codes, query["labels"], metric="hamming",
-                                              k=retrieval_k)["map"]
-        result["map_vs_bits"] = {str(b): v for b, v in
-                                 map_vs_bits(codes, query["labels"], k=retrieval_k).items()}
-        result.update({f"code_{k}": v for k, v in language_summary(codes).items()})
+        on_codes = {} if database is None else {"database": database["codes"],
+                                                "database_labels": database["labels"]}
+        result["map_hamming"] = retrieval_map(searcher["codes"], searcher["labels"], **on_codes,
+                                              metric="hamming", k=retrieval_k)["map"]
+        result["map_vs_bits"] = {str(b): v for b, v in map_vs_bits(
+            searcher["codes"], searcher["labels"], **on_codes, k=retrieval_k).items()}
+        result.update({f"code_{k}": v for k, v in language_summary(query["codes"]).items()})
     result["eval_seconds"] = time.perf_counter() - started
     return result
+
+
+def load_retrieval_split(root: str | Path) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    """The (query, database) sets of a retrieval split: <root>/query/ and <root>/database/.
+
+    Each is an ImageFolder tree (<class>/<image>) with the same class folders, so that a label
+    means the same class in both (for the paper's protocol: FFPQ's ImageNet retrieval split).
+    """
+    from torchvision.datasets import ImageFolder
+
+    root = Path(root)
+    sets = []
+    for name in ("query", "database"):
+        if not (root / name).is_dir():
+            raise FileNotFoundError(
+                f"No {root / name}: a retrieval split is a folder holding query/<class>/<image> "
+                "and database/<class>/<image>."
+            )
+        folder = ImageFolder(str(root / name))
+        sets.append(ImageFolderDataset(list(folder.samples), list(folder.classes)))
+    if sets[0].classes != sets[1].classes:
+        raise ValueError(
+            f"The class folders of {root / 'query'} and {root / 'database'} differ: labels would "
+            "mean different classes. Give both the same class folders."
+        )
+    return sets[0], sets[1]
 
 
 def evaluate_checkpoint(
@@ -68,12 +129,16 @@ def evaluate_checkpoint(
     test_subset: int | None = None,
     device: str = "cpu",
     retrieval_k: int | None = None,
+    retrieval_root: str | None = None,
+    dino_linear_epochs: int = 0,
     write: bool = True,
 ) -> dict:
     """Run `evaluate_model` on a checkpoint's teacher and write the result beside it.
 
     The dataset and subsets default to the checkpoint's own; pass another dataset to measure
-    transfer (the teacher's codes are then still those of its head). The file is
+    transfer (the teacher's codes are then still those of its head). `retrieval_root` holds a
+    query/database split (`load_retrieval_split`; without it retrieval is self-search on the test
+    set); `dino_linear_epochs > 0` adds DINO's linear protocol. The file is
     `<checkpoint>.eval.json`, or `<checkpoint>.eval-<dataset>.json` for another dataset.
     """
     path = Path(path)
@@ -86,12 +151,14 @@ def evaluate_checkpoint(
                "test_subset": test_subset}
     data_config = config.replace(**{k: v for k, v in changes.items() if v is not None})
     train_set, test_set = load_splits(data_config)
+    retrieval_split = load_retrieval_split(retrieval_root) if retrieval_root else None
     head = model.head if config.method != "dino" else None  # DINO has prototypes, not codes
     result = {"checkpoint": str(path), "dataset": data_config.dataset, "step": payload["step"],
               "method": config.method,
               **evaluate_model(model.backbone, train_set, test_set,
                                image_size=config.image_size, head=head, device=device,
-                               retrieval_k=retrieval_k)}
+                               retrieval_k=retrieval_k, retrieval_split=retrieval_split,
+                               dino_linear_epochs=dino_linear_epochs)}
     if write:
         suffix = ".eval.json" if data_config.dataset == config.dataset else \
             f".eval-{data_config.dataset}.json"

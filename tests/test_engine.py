@@ -193,6 +193,32 @@ def test_cli_evaluate_writes_the_suite_json(tmp_path):
                 "effective_dim", "effective_rank", "map_vs_bits", "code_mean_bit_entropy"):
         assert key in written, key
     assert 0 <= written["map_hamming"] <= 1 and 1 <= written["effective_dim"] <= 256
+    assert written["retrieval_protocol"].startswith("self-search")
+    assert written["linear_protocol"].startswith("fast proxy")
+    assert "linear_dino_top1" not in written
+
+
+def test_cli_evaluate_with_a_retrieval_split_and_dinos_probe(tmp_path):
+    train(tiny_config(tmp_path, epochs=1, eval_every=0), progress=False)
+    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    split = tmp_path / "split"
+    from PIL import Image
+
+    for part, n in (("query", 2), ("database", 3)):
+        for label in ("a", "b"):
+            (split / part / label).mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (32, 32), (200 if label == "a" else 20, 90, 60 + 40 * i)).save(
+                    split / part / label / f"{i}.png")
+    result = subprocess.run(
+        [sys.executable, "-m", "discomm_lite", "evaluate", "--checkpoint", str(checkpoint),
+         "--retrieval-root", str(split), "--dino-linear-epochs", "1", "--train-subset", "64",
+         "--test-subset", "32"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    written = json.loads(checkpoint.with_suffix(".eval.json").read_text())
+    assert written["retrieval_protocol"].startswith("query/database split")
+    assert 0 <= written["map_cosine"] <= 1 and 0 <= written["linear_dino_top1"] <= 1
+    assert written["linear_dino_protocol"].startswith("DINO protocol")
 
 
 def _dino_clip_gradients(parameters, clip):

@@ -303,6 +303,17 @@ def test_map_vs_bits_is_retrieval_on_the_first_bits(k):
         assert value == retrieval_map(codes[:, :b], labels, metric="hamming", k=k)["map"]
 
 
+def test_map_vs_bits_searches_a_database_when_given():
+    query, query_labels = _retrieval_data("hamming", 15, 12, 4, seed=10)
+    database, database_labels = _retrieval_data("hamming", 30, 12, 4, seed=11)
+    result = map_vs_bits(query, query_labels, bits_kept=(4, 8), database=database,
+                         database_labels=database_labels)
+    for b, value in result.items():
+        naive = _naive_retrieval(query[:, :b], query_labels, database[:, :b], database_labels,
+                                 "hamming", None, self_search=False)
+        assert value == pytest.approx(naive["map"], abs=1e-9)
+
+
 # ---- geometry -----------------------------------------------------------------------------------
 
 

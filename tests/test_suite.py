@@ -1,0 +1,134 @@
+"""The evaluation suite: a query/database retrieval split, protocol labels, DINO's linear probe."""
+
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from discomm_lite.backbones import Backbone, make_backbone
+from discomm_lite.data import ImageTensorDataset, load_dataset
+from discomm_lite.evaluate import map_vs_bits, retrieval_map
+from discomm_lite.features import dino_linear_probe, extract_features
+from discomm_lite.heads import ProjectionHead
+from discomm_lite.suite import LINEAR_PROXY, SELF_SEARCH, evaluate_model, load_retrieval_split
+
+
+def _synthetic(n, seed):
+    return load_dataset("synthetic", "test", n_samples=n, seed=seed)
+
+
+def _model():
+    torch.manual_seed(0)
+    backbone = make_backbone("convnet-small").eval()
+    return backbone, ProjectionHead(backbone.num_features, 16, 32).eval()
+
+
+def test_query_database_split_is_searched_as_given():
+    backbone, head = _model()
+    train_set, test_set = _synthetic(48, 0), _synthetic(32, 1)
+    query_set, database_set = _synthetic(24, 2), _synthetic(40, 3)
+    result = evaluate_model(backbone, train_set, test_set, image_size=32, head=head,
+                            linear_epochs=2, retrieval_split=(query_set, database_set))
+    query = extract_features(backbone, query_set, image_size=32, head=head)
+    database = extract_features(backbone, database_set, image_size=32, head=head)
+    expected = retrieval_map(query["feats"], query["labels"], database["feats"],
+                             database["labels"])["map"]
+    assert result["map_cosine"] == pytest.approx(expected, abs=1e-12)
+    expected = retrieval_map(query["codes"], query["labels"], database["codes"],
+                             database["labels"], metric="hamming")["map"]
+    assert result["map_hamming"] == pytest.approx(expected, abs=1e-12)
+    per_bits = map_vs_bits(query["codes"], query["labels"], database=database["codes"],
+                           database_labels=database["labels"])
+    assert result["map_vs_bits"] == {str(b): v for b, v in per_bits.items()}
+    assert result["retrieval_protocol"].startswith("query/database split")
+    assert result["linear_protocol"] == LINEAR_PROXY and "proxy" in LINEAR_PROXY
+
+    self_search = evaluate_model(backbone, train_set, test_set, image_size=32, linear_epochs=2)
+    test = extract_features(backbone, test_set, image_size=32)
+    assert self_search["retrieval_protocol"] == SELF_SEARCH
+    assert self_search["map_cosine"] == pytest.approx(
+        retrieval_map(test["feats"], test["labels"])["map"], abs=1e-12)
+
+
+def _write_images(root, classes, per_class, size=12):
+    g = torch.Generator().manual_seed(0)
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8)
+            pixels[..., c % 3] = 255  # each class its own dominant channel
+            Image.fromarray(pixels.numpy()).save(root / name / f"{i}.png")
+
+
+def test_load_retrieval_split_reads_query_and_database_folders(tmp_path):
+    _write_images(tmp_path / "split" / "query", ["a", "b"], 2)
+    _write_images(tmp_path / "split" / "database", ["a", "b"], 3)
+    query, database = load_retrieval_split(tmp_path / "split")
+    assert (len(query), len(database)) == (4, 6)
+    assert query.classes == database.classes == ["a", "b"]
+    assert database.labels.tolist() == [0, 0, 0, 1, 1, 1]
+    _write_images(tmp_path / "other" / "query", ["a", "b"], 1)
+    _write_images(tmp_path / "other" / "database", ["a", "c"], 1)
+    with pytest.raises(ValueError, match="class folders"):
+        load_retrieval_split(tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match="query/<class>/<image>"):
+        load_retrieval_split(tmp_path / "nowhere")
+
+
+class MeanColour(nn.Module):
+    """Features = mean colour: unchanged by crops and flips of a one-colour image."""
+
+    def forward(self, images):
+        return images.mean(dim=(2, 3))  # (N, 3)
+
+
+def _colour_dataset(per_class, size=16):
+    colours = torch.tensor([[230, 25, 25], [25, 230, 25], [25, 25, 230], [230, 230, 230]])
+    labels = torch.arange(4).repeat_interleave(per_class)
+    images = colours[labels][:, :, None, None].expand(-1, 3, size, size)
+    return ImageTensorDataset(images.to(torch.uint8).contiguous(), labels,
+                              ["red", "green", "blue", "white"])
+
+
+def test_dino_linear_probe_learns_a_separable_task_on_augmented_crops():
+    backbone = Backbone(MeanColour(), 3, mean=(0, 0, 0), std=(1, 1, 1))
+    data = _colour_dataset(8)
+    rng = torch.get_rng_state()
+    # Features in [0, 1] and 32 images: a large step so that 120 steps suffice.
+    result = dino_linear_probe(backbone, data, data, image_size=8, epochs=30, lr=200.0,
+                               batch_size=8, seed=3)
+    assert result == {"linear_dino_top1": 1.0}
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's RNG is left as it was
+
+
+def test_dino_linear_probe_trains_on_fresh_crops_with_a_frozen_backbone():
+    torch.manual_seed(0)
+    backbone = make_backbone("convnet-small")
+    weights = {k: v.clone() for k, v in backbone.state_dict().items()}
+    images = torch.randint(0, 256, (12, 3, 16, 16), dtype=torch.uint8,
+                           generator=torch.Generator().manual_seed(1))
+    data = ImageTensorDataset(images, torch.arange(12) % 3, ["a", "b", "c"])
+    seen = []
+    hook = backbone.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0].clone()))
+    first = dino_linear_probe(backbone, data, data, image_size=16, epochs=2, batch_size=6, seed=0)
+    hook.remove()
+    again = dino_linear_probe(backbone, data, data, image_size=16, epochs=2, batch_size=6, seed=0)
+    assert first == again and 0 <= first["linear_dino_top1"] <= 1
+    assert backbone.training  # its mode is restored
+    for k, v in backbone.state_dict().items():
+        assert torch.equal(v, weights[k]), k
+    training = torch.cat(seen[:4])  # 2 epochs x 2 batches; then the test pass
+    assert training.shape == (24, 3, 16, 16)
+    originals = images.float() / 255
+    # Random-resized, flipped crops: no training input is one of the images as they are.
+    distance = (training[:, None] - originals[None]).abs().flatten(2).mean(2).min(1).values
+    assert (distance > 1e-3).all()
+
+
+def test_dino_linear_probe_reads_image_folders(tmp_path):
+    _write_images(tmp_path / "train", ["a", "b", "c"], 3)
+    data = load_dataset("imagefolder", "train", tmp_path)
+    backbone = Backbone(MeanColour(), 3, mean=(0, 0, 0), std=(1, 1, 1))
+    result = dino_linear_probe(backbone, data, data, image_size=8, epochs=2, batch_size=4,
+                               num_workers=0)
+    assert 0 <= result["linear_dino_top1"] <= 1
