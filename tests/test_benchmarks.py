@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +43,7 @@ def test_default_cases_have_the_issue_crops_and_batches():
     assert configs["vit-base/16"].backbone == "vit-base/16" and configs["vit-base/16"].n_bits == 256
 
 
+@pytest.mark.slow
 def test_step_prints_its_table_and_the_step_to_backbone_ratio():
     out = run_script("step.py", "--device", "cpu", *QUICK, "--cases", "convnet-small",
                      "vit-tiny/16")
@@ -53,6 +55,7 @@ def test_step_prints_its_table_and_the_step_to_backbone_ratio():
     assert re.search(r"\| vit-tiny/16 +\| [\d.]+ +\| [\d.]+ +\| \d+\.\d+x", out)  # summary row
 
 
+@pytest.mark.slow
 def test_data_pipeline_prints_both_ratios_and_verdicts():
     out = run_script("data_pipeline.py", "--device", "cpu", *QUICK, "--backbone-a",
                      "convnet-small", "--backbone-b", "vit-tiny/16")
@@ -62,6 +65,7 @@ def test_data_pipeline_prints_both_ratios_and_verdicts():
     assert len(verdicts) == 2
 
 
+@pytest.mark.slow
 def test_cpu_presets_estimates_the_quickstart_and_skips_missing_cifar(tmp_path):
     env = {**os.environ, "DISCOMM_DATA": str(tmp_path)}  # an empty data root: no CIFAR-10
     out = run_script("cpu_presets.py", "--quick", "--threads", "1", env=env)

@@ -1,8 +1,8 @@
 """Dataset loading: CIFAR in its three forms, ImageFolder trees, errors, caching, batches.
 
 References are built by hand: pickles in torchvision's format, PNG/JPEG files written with PIL,
-archives written with tarfile. The real CIFAR-10 archive comes from $DISCOMM_DATA, else the
-project's shared data folder; its test is skipped when neither holds it.
+archives written with tarfile. The real CIFAR-10 archive is read only from $DISCOMM_DATA, by the
+tests marked `real_data`: they are skipped, saying how to provide it, when it is not there.
 """
 
 from __future__ import annotations
@@ -29,10 +29,12 @@ from discomm_lite.data import (
     DatasetNotFoundError,
     ImageFolderDataset,
     ImageTensorDataset,
+    cifar10_standin_root,
     default_num_workers,
     load_dataset,
     make_eval_batches,
     resolve_data_root,
+    write_cifar10_standin,
 )
 
 # torchvision's CIFAR-10 index order, as published with the dataset (batches.meta).
@@ -47,9 +49,21 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def shared_data_root() -> Path:
-    env = os.environ.get("DISCOMM_DATA")
-    return Path(env) if env else Path(__file__).parents[2] / "shared" / "data"
+@pytest.fixture
+def real_cifar10_archive() -> Path:
+    """$DISCOMM_DATA/cifar10-jpeg.tar.gz, the real CIFAR-10; the test is skipped without it."""
+    root = os.environ.get("DISCOMM_DATA")
+    archive = Path(root) / "cifar10-jpeg.tar.gz" if root else None
+    if archive is None or not archive.is_file():
+        pytest.skip(
+            f"needs the real CIFAR-10 archive ({archive or 'DISCOMM_DATA is unset'}): set "
+            "DISCOMM_DATA to a folder holding cifar10-jpeg.tar.gz, an archive of "
+            "train/<class>/*.jpg (50,000 images) and test/<class>/*.jpg (10,000), e.g. the "
+            "shared/data folder beside this project's checkouts. (Online, load_dataset('cifar10', "
+            "split, root, download=True) fetches torchvision's copy for the notebooks; this test "
+            "checks the archive.)"
+        )
+    return archive
 
 
 def write_tree(split_dir: Path, classes: list[str], per_class: int, suffix: str,
@@ -83,11 +97,11 @@ def make_tar(archive: Path, tree: Path, prefix: str = "") -> None:
 # ---- the real CIFAR-10 archive -----------------------------------------------------------------
 
 
-def test_cifar10_from_the_shared_archive(cache: Path) -> None:
-    root = shared_data_root()
-    archive = root / "cifar10-jpeg.tar.gz"
-    if not archive.is_file():
-        pytest.skip(f"{archive} is absent")
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_cifar10_from_the_real_archive(cache: Path, real_cifar10_archive: Path) -> None:
+    archive = real_cifar10_archive
+    root = archive.parent
     train = load_dataset("cifar10", "train", root)
     test = load_dataset("cifar10", "test", root)
     for dataset, n in ((train, 50_000), (test, 10_000)):
@@ -110,6 +124,48 @@ def test_cifar10_from_the_shared_archive(cache: Path) -> None:
     assert time.perf_counter() - start < 2.0  # served from the tensor cache
     assert torch.equal(again.images, train.images) and torch.equal(again.labels, train.labels)
     shutil.rmtree(cache)  # 185 MB that pytest would otherwise keep for three sessions
+
+
+# ---- the CIFAR-10 stand-in ----------------------------------------------------------------------
+
+
+def test_cifar10_standin_is_read_through_the_archive_path(tmp_path: Path, cache: Path) -> None:
+    archive = write_cifar10_standin(tmp_path / "root", train_per_class=3, test_per_class=2,
+                                    seed=4)
+    assert archive == tmp_path / "root" / "cifar10-standin.tar.gz"
+    with tarfile.open(archive) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar if m.isfile()}
+    # The real archive's layout: <split>/<class>/<4-digit index>.jpg, no other members.
+    layout = re.compile(rf"(train|test)/({'|'.join(CIFAR10_CLASSES)})/\d{{4}}\.jpg")
+    assert all(layout.fullmatch(name) for name in members) and len(members) == 50
+    for split, per_class in (("train", 3), ("test", 2)):
+        dataset = load_dataset("cifar10", split, archive.parent)
+        assert dataset.images.shape == (10 * per_class, 3, 32, 32)
+        assert dataset.classes == CIFAR10_CLASSES
+        assert dataset.labels.bincount().tolist() == [per_class] * 10
+        for name in (f"{split}/airplane/0000.jpg", f"{split}/truck/{per_class - 1:04d}.jpg"):
+            # Decoded independently with PIL; the loader sorts members within a class.
+            pixels = np.array(Image.open(io.BytesIO(members[name])).convert("RGB"))
+            index = CIFAR10_CLASSES.index(name.split("/")[1]) * per_class + int(name[-8:-4])
+            expected = torch.from_numpy(pixels).permute(2, 0, 1).int()
+            assert (dataset.images[index].int() - expected).abs().max() <= 1
+    assert [p.name[:16] for p in cache.iterdir()] == ["cifar10-standin-"]  # the archive's cache
+
+    again = write_cifar10_standin(tmp_path / "again", train_per_class=3, test_per_class=2, seed=4)
+    other = write_cifar10_standin(tmp_path / "other", train_per_class=3, test_per_class=2, seed=5)
+    assert again.read_bytes() == archive.read_bytes() != other.read_bytes()
+
+
+def test_default_cifar10_standin_is_written_once_into_the_cache(cache: Path) -> None:
+    root = cifar10_standin_root()
+    assert root == cache / "standin"
+    archive = root / "cifar10-standin.tar.gz"
+    written = archive.stat().st_mtime_ns
+    assert cifar10_standin_root() == root and archive.stat().st_mtime_ns == written
+    train, test = (load_dataset("cifar10", split, root) for split in ("train", "test"))
+    # Large enough for every notebook's smoke subsets (at most 256 train, 128 test images).
+    assert len(train) >= 256 and len(test) >= 128
+    assert not any(torch.equal(image, train.images[0]) for image in test.images)
 
 
 # ---- torchvision's layout ----------------------------------------------------------------------
