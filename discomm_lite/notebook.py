@@ -1,7 +1,8 @@
-"""What the notebooks share: the smoke setting, live plots, and a run cache for the ablation lab.
+"""What the notebooks share: the smoke setting and its data, live plots, a run cache.
 
 The notebooks call these so that no cell holds logic of its own. `DISCOMM_SMOKE=1` (set by the
-test suite for nbval and papermill) shrinks any run to seconds through `smoke`.
+test suite for nbval and papermill) shrinks any run to seconds through `smoke`, and lets
+`find_data_root` stand in for a missing CIFAR-10, so the smoke setting needs no download.
 """
 
 from __future__ import annotations
@@ -34,6 +35,33 @@ def smoke(config: Config, **extra) -> Config:
     if not is_smoke():
         return config
     return config.replace(**{**SMOKE_OVERRIDES, **extra})
+
+
+def find_data_root(dataset: str, data_root: str | None = None) -> str | None:
+    """The data root a notebook reads `dataset` from, checked before anything trains.
+
+    `data_root` (None: $DISCOMM_DATA, else ./data) is returned as given when the dataset's train
+    split loads from it. When CIFAR-10 is not there, the smoke setting falls back to a small
+    CIFAR-10-shaped stand-in (`data.cifar10_standin_root`, read through the real archive path)
+    and prints a note that says so and how to provide the real data; so the smoke setting needs
+    nothing beside the checkout. Otherwise the library's DatasetNotFoundError is raised: it lists
+    where it looked and every way to provide the data.
+    """
+    from discomm_lite.data import DatasetNotFoundError, cifar10_standin_root, load_dataset
+
+    if dataset == "synthetic":
+        return data_root  # rendered in code: there is nothing to find
+    try:
+        load_dataset(dataset, "train", data_root)
+    except DatasetNotFoundError as missing:
+        if not (is_smoke() and dataset == "cifar10"):
+            raise
+        standin = cifar10_standin_root()
+        print(f"Smoke setting: this run uses a small stand-in for CIFAR-10 ({standin}: synthetic "
+              "shapes in CIFAR-10's ten classes and archive layout, not photographs, so its "
+              f"accuracies mean nothing), because\n{missing}")
+        return str(standin)
+    return data_root
 
 
 def config_from_parameters(preset: str | None, namespace: dict) -> Config:

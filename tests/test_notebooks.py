@@ -2,7 +2,10 @@
 
 Every notebook is executed by papermill in its smoke setting (DISCOMM_SMOKE=1, seconds each) with
 `out_dir` pointing into a temporary folder, and what it leaves there is checked where it is
-stable. `pytest --nbval-lax notebooks` runs them once more under nbval (see notebooks/conftest.py).
+stable. Nothing beside the checkout is needed: without CIFAR-10 under $DISCOMM_DATA (else ./data)
+the CIFAR notebooks run on the library's stand-in and say so. `pytest --nbval-lax notebooks` runs
+them once more under nbval (see notebooks/conftest.py), skipping a notebook's cells after the
+first that fails.
 """
 
 from __future__ import annotations
@@ -11,12 +14,15 @@ import ast
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import nbformat
 import pytest
 
 from discomm_lite.config import field_names
+
+pytest_plugins = ["pytester"]  # test_nbval_skips_the_cells_after_a_failed_one
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = REPO / "notebooks"
@@ -25,7 +31,10 @@ EXPECTED = [
     "00_quickstart", "01_binary_channel", "02_toy_cifar_cpu", "03_ablation_lab",
     "04_binary_language", "05_full_cifar_gpu", "06_domain_shift", "07_imagenet", "08_sweep",
 ]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# The first words of the note find_data_root prints when a smoke run falls back to the stand-in.
+STANDIN_NOTE = "Smoke setting: this run uses a small stand-in for CIFAR-10"
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
+                   "ship", "truck"]
 
 # Logic belongs in the library: cells call it and display what it returns.
 FORBIDDEN = {
@@ -114,7 +123,7 @@ def test_no_logic_in_cells(path):
 # ---- headless execution ------------------------------------------------------------------------
 @pytest.fixture
 def smoke_env(monkeypatch):
-    """The environment papermill's kernels inherit: smoke setting, Agg, data, this checkout.
+    """The environment papermill's kernels inherit: smoke setting, Agg, this checkout.
 
     One OpenMP thread per process unless set (see notebooks/conftest.py: on a busy 2-core machine
     several spinning threads per process make a smoke notebook 2-5 times slower).
@@ -122,8 +131,6 @@ def smoke_env(monkeypatch):
     monkeypatch.setenv("DISCOMM_SMOKE", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    if not os.environ.get("DISCOMM_DATA") and SHARED_DATA.is_dir():
-        monkeypatch.setenv("DISCOMM_DATA", str(SHARED_DATA))
     paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(REPO), *paths]))
 
@@ -180,6 +187,9 @@ def check_01(nb, run):
 
 def check_02(nb, run):
     dirs = cached_run_dirs(run)
+    (data_root,) = {json.loads((d / "config.json").read_text())["data_root"] for d in dirs}
+    # data_root is None here unless find_data_root fell back to the stand-in, and said so.
+    assert (data_root is not None) == (STANDIN_NOTE in output_text(nb))
     assert sorted(json.loads((d / "config.json").read_text())["method"] for d in dirs) == [
         "bits", "bits", "dino", "simdino"]
     for d in dirs:
@@ -206,7 +216,9 @@ def check_05(nb, run):
     for key in ("knn20_top1", "knn200_top1", "linear_top1", "map_cosine", "map_hamming",
                 "effective_dim", "map_vs_bits"):
         assert key in result
-    assert json.loads((run / "config.json").read_text())["dataset"] == "cifar10"
+    config = json.loads((run / "config.json").read_text())
+    assert config["dataset"] == "cifar10"
+    assert (config["data_root"] is not None) == (STANDIN_NOTE in output_text(nb))
 
 
 def check_06(nb, run):
@@ -217,6 +229,7 @@ def check_06(nb, run):
     first = records(adapted)[0]
     assert first["kind"] == "reinit" and first["step"] == 0
     assert len(list((run / "target" / "train").glob("*/*.png"))) == config["train_subset"]
+    assert sorted(p.name for p in (run / "target" / "val").iterdir()) == CIFAR10_CLASSES
 
 
 def check_07(nb, run):
@@ -242,6 +255,7 @@ CHECKS = {f.__name__[-2:]: f for f in (check_00, check_01, check_02, check_03, c
                                        check_05, check_06, check_07, check_08)}
 
 
+@pytest.mark.slow
 @by_stem(NOTEBOOKS)
 def test_notebook_runs_headless_in_smoke_setting(path, tmp_path, smoke_env):
     nb = execute(path, tmp_path)
@@ -250,12 +264,46 @@ def test_notebook_runs_headless_in_smoke_setting(path, tmp_path, smoke_env):
     CHECKS[path.stem[:2]](nb, tmp_path / "run")
 
 
-def test_missing_dataset_stops_with_the_library_message(tmp_path, smoke_env):
+@pytest.mark.slow
+def test_missing_dataset_stops_with_the_library_message(tmp_path, smoke_env, monkeypatch):
     from papermill.exceptions import PapermillExecutionError
 
+    monkeypatch.setenv("DISCOMM_SMOKE", "0")  # the default setting: no stand-in
     empty = tmp_path / "no-data-here"
     empty.mkdir()
     with pytest.raises(PapermillExecutionError) as failure:
         execute(NOTEBOOK_DIR / "02_toy_cifar_cpu.ipynb", tmp_path, data_root=str(empty))
     assert failure.value.ename == "DatasetNotFoundError"
-    assert str(empty) in failure.value.evalue
+    for needle in (str(empty), "DISCOMM_DATA", "cifar10-jpeg.tar.gz", "download=True"):
+        assert needle in failure.value.evalue
+    assert not (tmp_path / "run").exists()  # stopped before anything trained
+
+
+# ---- nbval: one failure per broken notebook ----------------------------------------------------
+
+
+def code_notebook(*sources: str) -> nbformat.NotebookNode:
+    return nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell(source) for source in sources],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}})
+
+
+@pytest.mark.slow
+def test_nbval_skips_the_cells_after_a_failed_one(pytester):
+    shutil.copy(NOTEBOOK_DIR / "conftest.py", pytester.path / "conftest.py")
+    nbformat.write(code_notebook("x = 1", "value = 1 / 0", "print(value)", "print(x)"),
+                   pytester.path / "a_broken.ipynb")
+    nbformat.write(code_notebook("y = 2", "print(y)"), pytester.path / "b_fine.ipynb")
+    args = ["--nbval-lax", "-p", "no:cacheprovider", "-rs"]
+
+    # Without the hook, the cell after the failure fails too, on a NameError.
+    bare = pytester.runpytest_subprocess(*args, "--noconftest")
+    bare.assert_outcomes(passed=4, failed=2)
+    bare.stdout.fnmatch_lines(["*NameError*value*"])
+
+    hooked = pytester.runpytest_subprocess(*args)
+    hooked.assert_outcomes(passed=3, failed=1, skipped=2)
+    hooked.stdout.fnmatch_lines(["*ZeroDivisionError*",
+                                 "SKIPPED*Cell 1 of this notebook failed*"])
+    assert "NameError" not in hooked.stdout.str()
