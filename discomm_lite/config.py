@@ -64,7 +64,8 @@ class Config:
     #     gradient, then change with the number of processes at a fixed global batch).
     # Identical on one process.
     coding_rate_scope: str = "global"
-    reinit_every: int = 0  # re-initialise the student head every n epochs (0: never; paper 10/100)
+    reinit_every: int = 0  # re-init the student head every n epochs (0: never; paper 10/100;
+    # BITS only: for simdino or dino a BaselineResetWarning says the paper saw SimDINO diverge)
     reinit_at_start: bool = False  # re-initialise the head once before training (adaptation)
     teacher_head_policy: str = "copy"  # at a re-init: copy the new student head | keep the EMA
     head_hidden_dim: int = 2048
@@ -112,7 +113,8 @@ class Config:
     clip_grad: float = 1.0  # max gradient norm (0: no clipping); what it bounds: clip_grad_mode
     # per_param: each parameter tensor's gradient norm is clipped to clip_grad on its own (DINO's
     #   and SimDINO's utils.clip_gradients, so the paper's "gradient clipping 1" and its clipping
-    #   ablation); global: the norm of all gradients together (torch's clip_grad_norm_).
+    #   ablation); global: the norm of all gradients together (torch's clip_grad_norm_). The CPU
+    #   toy presets set their own mode.
     clip_grad_mode: str = "per_param"
 
     # ---- run -------------------------------------------------------------------------------

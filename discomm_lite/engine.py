@@ -29,7 +29,7 @@ from discomm_lite.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from discomm_lite.config import Config
+from discomm_lite.config import CLIP_GRAD_MODES, Config
 from discomm_lite.ema import ema_update
 from discomm_lite.model import (
     MultiCropModel,
@@ -104,8 +104,8 @@ def clip_gradients(parameters: Sequence[nn.Parameter], max_norm: float, mode: st
     together so that their joint norm is at most max_norm (`torch.nn.utils.clip_grad_norm_`).
     max_norm 0 leaves the gradients as they are. No host-device sync in either mode.
     """
-    if mode not in ("per_param", "global"):
-        raise ValueError(f"mode must be 'per_param' or 'global', got {mode!r}.")
+    if mode not in CLIP_GRAD_MODES:
+        raise ValueError(f"mode must be one of {CLIP_GRAD_MODES}, got {mode!r}.")
     with_grad = [p for p in parameters if p.grad is not None]
     if mode == "global" and max_norm > 0:
         return nn.utils.clip_grad_norm_(with_grad, max_norm)

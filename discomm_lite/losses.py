@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from discomm_lite import distributed
+from discomm_lite.config import CODING_RATE_INPUTS, CODING_RATE_SCOPES
 
 
 def _check_views(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor]) -> None:
@@ -93,10 +94,6 @@ def cosine_agreement(student_logits: Sequence[Tensor], teacher_logits: Sequence[
         student_logits, signs,
         lambda s, m: 1 - F.cosine_similarity(s.float(), m.float(), dim=-1).mean(),
     )
-
-
-CODING_RATE_SCOPES = ("global", "per_process")
-CODING_RATE_INPUTS = ("student", "student_teacher_mean")
 
 
 def global_batch_size(n_local: int, declared: int | None = None) -> int:
