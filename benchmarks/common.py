@@ -22,7 +22,7 @@ from torch import Tensor
 from torch.utils import flop_counter
 
 from discomm_lite.augment import make_views
-from discomm_lite.backbones import BACKBONES
+from discomm_lite.choices import BACKBONES
 from discomm_lite.config import Config, make_config
 from discomm_lite.engine import (
     Forwards,

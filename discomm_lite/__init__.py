@@ -1,24 +1,22 @@
 """discomm-lite: BITS, self-supervised learning as discrete communication (arXiv 2602.09764).
 
 The public entry points: `Config` / `make_config` / `PRESETS`, `train`, `load_backbone`,
-`evaluate_checkpoint`; the maths lives in `losses`, the data in `data`, the evaluations in
-`evaluate` and `language`.
+`evaluate_checkpoint`; the methods live in `methods`, their maths in `losses`, the
+data in `data`, the evaluations in `evaluate` and `language`.
 """
 
-from discomm_lite.checkpoint import load_backbone
 from discomm_lite.config import PRESETS, Config, make_config
 
 __all__ = ["PRESETS", "Config", "evaluate_checkpoint", "load_backbone", "make_config", "train"]
 
+# Imported on first use: `import discomm_lite` and the Config stay free of torch.
+_LAZY = {"train": "discomm_lite.engine", "evaluate_checkpoint": "discomm_lite.suite",
+         "load_backbone": "discomm_lite.checkpoint"}
+
 
 def __getattr__(name: str):
-    # Lazy: `import discomm_lite` stays light (the engine pulls in torchvision, timm, tqdm).
-    if name == "train":
-        from discomm_lite.engine import train
+    if name in _LAZY:
+        import importlib
 
-        return train
-    if name == "evaluate_checkpoint":
-        from discomm_lite.suite import evaluate_checkpoint
-
-        return evaluate_checkpoint
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'discomm_lite' has no attribute {name!r}")

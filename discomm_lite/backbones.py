@@ -11,21 +11,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from discomm_lite.choices import check_backbone_name
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-BACKBONES = (
-    "convnet-small",  # 4 conv blocks, ~0.4 M parameters: the CPU classroom backbone
-    "convnet-small-gn",  # the same with GroupNorm: no batch statistics, so per-process
-    # batches give exactly the single-process result (multi-process CPU runs, tests)
-    "resnet18-cifar",  # ResNet-18 with a 3x3 stride-1 stem and no max-pool, for 32 px images
-    "resnet18",
-    "resnet50",
-    "vit-tiny/4",  # ViT-Tiny with 4 px patches for 32 px images (64 tokens)
-    "vit-tiny/16",
-    "vit-small/16",
-    "vit-base/16",
-)
 
 
 class Backbone(nn.Module):
@@ -94,17 +83,8 @@ def _timm_vit(size: str, patch: int, drop_path: float) -> tuple[nn.Module, int]:
     return net, net.num_features
 
 
-def check_backbone_name(name: str) -> None:
-    if name in BACKBONES or (name.startswith("timm:") and len(name) > 5):
-        return
-    raise ValueError(
-        f"Config.backbone = {name!r} is not valid: it must be one of {', '.join(BACKBONES)}, "
-        "or 'timm:<model name>' for any timm model."
-    )
-
-
 def make_backbone(name: str, *, drop_path: float = 0.0) -> Backbone:
-    """Build a randomly initialised backbone by name (see `BACKBONES`)."""
+    """Build a randomly initialised backbone by name (see `choices.BACKBONES`)."""
     check_backbone_name(name)
     if name.startswith("convnet-small"):
         net = ConvNetSmall(group_norm=name.endswith("-gn"))

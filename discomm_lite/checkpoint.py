@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from discomm_lite.config import DEFAULT_CODING_RATE_INPUT, Config
+from discomm_lite.config import Config
+from discomm_lite.methods import get_method, method_names
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "student", "teacher", "optimizer", "step", "epoch",
@@ -86,8 +87,8 @@ def check_compatible(saved: dict, config: Config, path: Path | str) -> None:
     coding_rate_input is compared as the value in force (None means the method's default).
     """
     saved = {**FIELDS_ADDED, **saved}
-    if saved["coding_rate_input"] is None:
-        saved["coding_rate_input"] = DEFAULT_CODING_RATE_INPUT.get(saved.get("method"))
+    if saved["coding_rate_input"] is None and saved.get("method") in method_names():
+        saved["coding_rate_input"] = get_method(saved["method"]).coding_rate_input
     current = {**config.to_dict(), "coding_rate_input": config.rate_input}
     differ = {k: (saved.get(k), current[k]) for k in current
               if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]}

@@ -14,22 +14,19 @@ import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-METHODS = ("bits", "simdino", "dino")
-AGREEMENTS = ("bce", "cosine")
-TARGETS = ("hard", "soft")
-TEACHER_HEAD_POLICIES = ("copy", "keep")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-CLIP_GRAD_MODES = ("per_param", "global")
-CODING_RATE_SCOPES = ("global", "per_process")
-CODING_RATE_INPUTS = ("student", "student_teacher_mean")
-
-# Coding-rate weight when `coding_rate_weight` is left at None: the paper's beta for BITS, and
-# SimDINO's own default (its coding rate carries weight 1 against the squared-distance alignment).
-DEFAULT_CODING_RATE_WEIGHT = {"bits": 0.1, "simdino": 1.0, "dino": 0.0}
-# Features of the coding rate when `coding_rate_input` is left at None: the student's for BITS
-# (the paper's Eq. 9), SimDINO's default `--expa_type 1` for SimDINO (DINO has no coding rate).
-DEFAULT_CODING_RATE_INPUT = {"bits": "student", "simdino": "student_teacher_mean",
-                             "dino": "student"}
+from discomm_lite.choices import (
+    AGREEMENTS,
+    CLIP_GRAD_MODES,
+    CODING_RATE_INPUTS,
+    CODING_RATE_SCOPES,
+    DATASETS,
+    HEAD_NORMS,
+    PRECISIONS,
+    TARGETS,
+    TEACHER_HEAD_POLICIES,
+    check_backbone_name,
+)
+from discomm_lite.methods import get_method, method_names
 
 
 class BaselineResetWarning(UserWarning):
@@ -41,12 +38,12 @@ class Config:
     """Every parameter of a run. Defaults are the toy CPU setting on the embedded dataset."""
 
     # ---- method ---------------------------------------------------------------------------
-    method: str = "bits"  # bits | simdino | dino
+    method: str = "bits"  # bits | simdino | dino, or any method registered in discomm_lite.methods
     n_bits: int = 256  # K: capacity of the binary channel (bits for BITS, output dim for SimDINO)
     agreement: str = "bce"  # bce (paper) | cosine (ablation: cosine to the +/-1 message)
     targets: str = "hard"  # hard (paper: logit > 0) | soft (sigmoid(teacher_logit / temperature))
     target_temperature: float = 0.1  # only for targets="soft"
-    coding_rate_weight: float | None = None  # beta; None: 0.1 for bits, 1.0 for simdino
+    coding_rate_weight: float | None = None  # beta; None: the method's (0.1 bits, 1.0 simdino)
     eps: float = 0.05  # coding-rate eps (plays eps^2 of the paper, as in SimDINO/CroVCA code)
     # Which features the coding rate measures, on each global view g:
     #   student: the student's normalised outputs s_g/|s_g| (the paper's Eq. 9; SimDINO's
@@ -141,15 +138,20 @@ class Config:
     def beta(self) -> float:
         """The coding-rate weight in force: `coding_rate_weight`, or the method's default."""
         if self.coding_rate_weight is None:
-            return DEFAULT_CODING_RATE_WEIGHT[self.method]
+            return get_method(self.method).coding_rate_weight
         return self.coding_rate_weight
 
     @property
     def rate_input(self) -> str:
         """The coding rate's features in force: `coding_rate_input`, or the method's default."""
         if self.coding_rate_input is None:
-            return DEFAULT_CODING_RATE_INPUT[self.method]
+            return get_method(self.method).coding_rate_input
         return self.coding_rate_input
+
+    @property
+    def views_per_image(self) -> int:
+        """V: the global and local views cut from each image."""
+        return self.n_global + self.n_local
 
     # ---- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -171,10 +173,6 @@ class Config:
     @classmethod
     def load(cls, path: str | Path) -> Config:
         return cls.from_dict(json.loads(Path(path).read_text()))
-
-    @property
-    def views_per_image(self) -> int:
-        return self.n_global + self.n_local
 
 
 def field_names() -> tuple[str, ...]:
@@ -212,21 +210,16 @@ def _fail(name: str, value, accepted: str) -> None:
 
 def _validate(c: Config) -> None:
     choices = {
-        "method": METHODS, "agreement": AGREEMENTS, "targets": TARGETS,
+        "method": method_names(), "agreement": AGREEMENTS, "targets": TARGETS,
         "teacher_head_policy": TEACHER_HEAD_POLICIES, "precision": PRECISIONS,
-        "head_norm": ("none", "batchnorm"), "clip_grad_mode": CLIP_GRAD_MODES,
-        "coding_rate_scope": CODING_RATE_SCOPES,
+        "head_norm": HEAD_NORMS, "clip_grad_mode": CLIP_GRAD_MODES,
+        "coding_rate_scope": CODING_RATE_SCOPES, "dataset": DATASETS,
     }
     for name, accepted in choices.items():
         if getattr(c, name) not in accepted:
             _fail(name, getattr(c, name), "one of " + ", ".join(accepted))
-    from discomm_lite.data import DATASETS  # late import: data imports nothing from here
-
-    if c.dataset not in DATASETS:
-        _fail("dataset", c.dataset, "one of " + ", ".join(DATASETS))
-    from discomm_lite.backbones import check_backbone_name
-
     check_backbone_name(c.backbone)
+    method = get_method(c.method)
 
     at_least = {
         "n_bits": 1, "epochs": 1, "batch_size": 1, "n_global": 1, "n_local": 0, "global_size": 1,
@@ -252,7 +245,7 @@ def _validate(c: Config) -> None:
     if c.coding_rate_input is not None and c.coding_rate_input not in CODING_RATE_INPUTS:
         _fail("coding_rate_input", c.coding_rate_input,
               "one of " + ", ".join(CODING_RATE_INPUTS) + ", or None for the method's default")
-    if c.n_global + c.n_local < 2:
+    if c.views_per_image < 2:
         _fail("n_local", c.n_local, f"at least {2 - c.n_global} with n_global = {c.n_global}: "
               "every loss compares a view with another, so a run needs two views or more")
     if c.coding_rate_weight is not None and not c.coding_rate_weight >= 0:
@@ -271,11 +264,13 @@ def _validate(c: Config) -> None:
               f"at most local_scale_max ({c.local_scale_max})")
     if c.local_size > c.global_size:
         _fail("local_size", c.local_size, f"at most global_size ({c.global_size})")
-    if c.method == "dino" and c.agreement != "bce":
-        _fail("agreement", c.agreement, "left at 'bce' for method='dino' (DINO has its own loss)")
+    for name, required, reason in method.fixed_fields:
+        if getattr(c, name) != required:
+            _fail(name, getattr(c, name),
+                  f"left at {required!r} for method={c.method!r} ({reason})")
     if c.device != "auto" and not (c.device == "cpu" or c.device.startswith("cuda")):
         _fail("device", c.device, "auto, cpu, cuda or cuda:N")
-    if c.reinit_every > 0 and c.method != "bits":
+    if c.reinit_every > 0 and not method.head_resets:
         warnings.warn(
             f"Config.reinit_every = {c.reinit_every} with method={c.method!r}: head resets are "
             "part of BITS; the paper reports that applied to SimDINO they make it diverge (and "

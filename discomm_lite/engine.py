@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from discomm_lite import distributed, losses, schedules
+from discomm_lite import distributed, schedules
 from discomm_lite.backbones import is_convnet
 from discomm_lite.checkpoint import (
     load_checkpoint,
@@ -29,8 +29,10 @@ from discomm_lite.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from discomm_lite.config import CLIP_GRAD_MODES, Config
+from discomm_lite.choices import CLIP_GRAD_MODES
+from discomm_lite.config import Config
 from discomm_lite.ema import ema_update
+from discomm_lite.methods import get_method
 from discomm_lite.model import (
     MultiCropModel,
     make_model,
@@ -72,19 +74,9 @@ class Run:
 def compute_loss(config: Config, student_logits: Sequence[Tensor],
                  teacher_logits: Sequence[Tensor], *, center: Tensor | None,
                  teacher_temp: float) -> tuple[Tensor, dict]:
-    """The configured method's loss (factory-level: the only loss code that reads the config)."""
-    # The global batch is the config's: no all-reduce (and no host sync) to count it.
-    rate = dict(coding_rate_weight=config.beta, eps=config.eps,
-                coding_rate_input=config.rate_input, coding_rate_scope=config.coding_rate_scope,
-                global_batch=config.batch_size)
-    if config.method == "bits":
-        return losses.bits_loss(
-            student_logits, teacher_logits, agreement=config.agreement, targets=config.targets,
-            temperature=config.target_temperature, **rate)
-    if config.method == "simdino":
-        return losses.simdino_loss(student_logits, teacher_logits, **rate)
-    return losses.dino_loss(student_logits, teacher_logits, center=center,
-                            teacher_temp=teacher_temp, student_temp=config.student_temp)
+    """The configured method's loss and its parts (`methods.Method.loss`)."""
+    return get_method(config.method).loss(config, student_logits, teacher_logits, center=center,
+                                          teacher_temp=teacher_temp)
 
 
 # ---- small pieces of the loop ----------------------------------------------------------------
@@ -226,11 +218,10 @@ def build_state(config: Config, device: torch.device) -> TrainState:
     if _channels_last(student, device):
         student.to(memory_format=torch.channels_last)
         teacher.to(memory_format=torch.channels_last)
-    center = None
-    if config.method == "dino":
-        center = torch.zeros(1, config.n_prototypes, device=device)
-        if pretrained_center is not None:
-            center.copy_(pretrained_center)
+    method = get_method(config.method)
+    center = None if method.make_center is None else method.make_center(config, device)
+    if pretrained_center is not None:
+        center.copy_(pretrained_center)
     autocast_dtype = resolve_precision(config.precision, device)
     return TrainState(
         student=student, teacher=teacher, optimizer=make_optimizer(student, config, device),
@@ -294,6 +285,7 @@ def train_step(state: TrainState, views: list[Tensor], config: Config, forward: 
     backward, clip, step -> EMA. Nothing here waits for the device (no `.item()`).
     """
     step, epoch = state.step, state.step // schedule.steps_per_epoch
+    method = get_method(config.method)
     # ---- schedules: pure functions of the global step
     lr = schedules.warmup_cosine(step, schedule.total_steps, schedule.warmup_steps, config.lr,
                                  config.lr_end)
@@ -325,15 +317,15 @@ def train_step(state: TrainState, views: list[Tensor], config: Config, forward: 
     state.scaler.unscale_(state.optimizer)
     grad_norm = clip_gradients(list(state.student.parameters()), config.clip_grad,
                                config.clip_grad_mode)
-    if config.method == "dino" and epoch < config.freeze_last_layer_epochs:
-        state.student.head.cancel_last_layer_gradients()
+    if method.before_optimizer_step is not None:
+        method.before_optimizer_step(state.student, epoch, config)
     state.scaler.step(state.optimizer)
     state.scaler.update()
 
     # ---- teacher: EMA of the student (and DINO's center)
     ema_update(state.teacher, state.student, momentum)
     if state.center is not None:
-        state.center = losses.update_center(state.center, teacher_logits, config.center_momentum)
+        state.center = method.update_center(state.center, teacher_logits, config)
     state.step += 1
     return ({"loss": loss.detach(), **parts, "grad_norm": grad_norm},
             {"lr": lr, "weight_decay": wd, "momentum": momentum})
@@ -416,11 +408,11 @@ def train(
                   **{k: sum(v) / len(v) for k, v in values.items()},
                   "time": time.perf_counter() - started}
         emit(record)
-        if config.method == "bits":
-            message = collapse_message(record, config.n_bits, config.eps, config.collapse_warn)
-            if message:
-                warnings.warn(message, ChannelCollapseWarning, stacklevel=2)
-                emit({"kind": "warning", "step": steps[-1], "message": message})
+        health_check = get_method(config.method).health_check
+        message = health_check(record, config) if health_check is not None else None
+        if message:
+            warnings.warn(message, ChannelCollapseWarning, stacklevel=2)
+            emit({"kind": "warning", "step": steps[-1], "message": message})
 
     last_step = schedule.total_steps if max_steps is None else min(schedule.total_steps,
                                                                    max_steps)
@@ -470,22 +462,6 @@ def train(
         if stop.signal == signal.SIGINT:
             raise KeyboardInterrupt(message)
     return run
-
-
-def collapse_message(record: dict, n_bits: int, eps: float, max_constant: float) -> str | None:
-    """A warning when the channel collapses, with the measured numbers; None when healthy.
-
-    Two signs: most teacher bits constant over the batch, or a coding rate no higher than that of
-    logits all pointing one way, 0.5 log(1 + K / eps) (every row equal after normalisation).
-    """
-    one_direction = 0.5 * math.log(1 + n_bits / eps)
-    constant, rate = record["constant_bits"], record["coding_rate"]
-    if constant < max_constant and rate > 1.1 * one_direction:
-        return None
-    return (f"Channel collapse at step {record['step']}: {constant:.0%} of the teacher's bits are "
-            f"constant over the batch, coding rate {rate:.3f} (all-one-direction value "
-            f"{one_direction:.3f}), bit entropy {record['bit_entropy']:.3f} bits. Consider a "
-            "higher coding_rate_weight or a lower lr.")
 
 
 def _check_finite(steps: list[int], values: dict[str, list[float]]) -> None:
@@ -547,7 +523,7 @@ def _load_pretrained(student: MultiCropModel, config: Config) -> Tensor | None:
             "start from a fresh head, or give the run those head settings to continue with it."
         )
     student.head.load_state_dict(head)
-    return payload.get("center") if config.method == "dino" else None
+    return payload.get("center") if get_method(config.method).make_center is not None else None
 
 
 def _substate(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from discomm_lite.choices import HEAD_NORMS
+
 
 class ProjectionHead(nn.Module):
     """DINO's 3-layer MLP, in -> hidden -> hidden -> out_dim, GELU, no prototype layer.
@@ -32,8 +34,8 @@ class ProjectionHead(nn.Module):
             act_layer(),
             nn.Linear(hidden_dim, out_dim),
         )
-        if norm not in ("none", "batchnorm"):
-            raise ValueError(f"norm must be 'none' or 'batchnorm', got {norm!r}.")
+        if norm not in HEAD_NORMS:
+            raise ValueError(f"norm must be one of {', '.join(HEAD_NORMS)}, got {norm!r}.")
         self.norm = nn.BatchNorm1d(out_dim, affine=False) if norm == "batchnorm" else nn.Identity()
         self.reset_parameters()
 

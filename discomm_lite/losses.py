@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from discomm_lite import distributed
-from discomm_lite.config import CODING_RATE_INPUTS, CODING_RATE_SCOPES
+from discomm_lite.choices import CODING_RATE_INPUTS, CODING_RATE_SCOPES
 
 
 def _check_views(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor]) -> None:

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from discomm_lite.backbones import Backbone, make_backbone
 from discomm_lite.config import Config
-from discomm_lite.heads import DINOHead, ProjectionHead
+from discomm_lite.methods import get_method
 
 
 class MultiCropModel(nn.Module):
@@ -36,10 +36,8 @@ class MultiCropModel(nn.Module):
 
 
 def make_head(config: Config, in_dim: int) -> nn.Module:
-    if config.method == "dino":
-        return DINOHead(in_dim, config.n_prototypes, config.head_hidden_dim,
-                        config.head_bottleneck_dim)
-    return ProjectionHead(in_dim, config.n_bits, config.head_hidden_dim, norm=config.head_norm)
+    """The head of the config's method on (N, in_dim) features (factory; `Method.make_head`)."""
+    return get_method(config.method).make_head(config, in_dim)
 
 
 def make_model(config: Config) -> MultiCropModel:

@@ -15,6 +15,7 @@ from discomm_lite.data import ImageFolderDataset
 from discomm_lite.evaluate import evaluate_knn, geometry, linear_probe, map_vs_bits, retrieval_map
 from discomm_lite.features import dino_linear_probe, extract_features
 from discomm_lite.language import language_summary
+from discomm_lite.methods import get_method
 from discomm_lite.model import make_model
 from discomm_lite.pipeline import load_splits
 
@@ -152,7 +153,7 @@ def evaluate_checkpoint(
     data_config = config.replace(**{k: v for k, v in changes.items() if v is not None})
     train_set, test_set = load_splits(data_config)
     retrieval_split = load_retrieval_split(retrieval_root) if retrieval_root else None
-    head = model.head if config.method != "dino" else None  # DINO has prototypes, not codes
+    head = model.head if get_method(config.method).emits_codes else None  # DINO: prototypes
     result = {"checkpoint": str(path), "dataset": data_config.dataset, "step": payload["step"],
               "method": config.method,
               **evaluate_model(model.backbone, train_set, test_set,

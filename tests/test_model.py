@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from discomm_lite.backbones import BACKBONES, make_backbone
+from discomm_lite.backbones import make_backbone
+from discomm_lite.choices import BACKBONES
 from discomm_lite.heads import DINOHead, ProjectionHead
 from discomm_lite.model import MultiCropModel, make_teacher, param_groups, reinit_head
 
