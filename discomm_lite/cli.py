@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from discomm_lite import runlog
 from discomm_lite.config import PRESETS, Config, field_types, make_config, optional_fields
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -122,9 +123,9 @@ def main(argv: list[str] | None = None) -> int:
                 main_process = distributed.is_main_process()
             finally:
                 distributed.shutdown()
-            last = next((r for r in reversed(run.records) if r["kind"] == "eval"), None)
             if main_process:
-                print(json.dumps({"out_dir": args.out, "final_eval": last}))
+                print(json.dumps({"out_dir": args.out,
+                                  "final_eval": runlog.last(run.records, "eval")}))
         elif args.command == "evaluate":
             from discomm_lite.suite import evaluate_checkpoint
 

@@ -8,7 +8,6 @@ same trajectory; every schedule is a pure function of the global step.
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import threading
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from discomm_lite import distributed, schedules
+from discomm_lite import distributed, runlog, schedules
 from discomm_lite.backbones import is_convnet
 from discomm_lite.checkpoint import (
     load_checkpoint,
@@ -162,21 +161,6 @@ class _MetricBuffer:
         columns.update({n: [h[n] for h in self.host] for n in self.host[0]})
         steps, self.steps, self.values, self.host = self.steps, [], [], []
         return steps, columns
-
-
-def _append_jsonl(path: Path | None, record: dict) -> None:
-    if path is not None and distributed.is_main_process():
-        with path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop records written after the checkpoint being resumed (they will be written again)."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines()
-            if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
 
 
 # ---- the state of a run and one training step ----------------------------------------------------
@@ -351,7 +335,7 @@ def train(
     device = distributed.setup_from_env(config.device)
     rank, world = distributed.rank(), distributed.world_size()
     out = Path(config.out_dir) if config.out_dir else None
-    metrics_path = out / "metrics.jsonl" if out is not None else None
+    metrics_path = out / runlog.METRICS_FILE if out is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
 
     # ---- data
@@ -367,24 +351,21 @@ def train(
         state.load_state_dict(payload)
         set_rng_state(payload["rng"])
         if distributed.is_main_process():
-            _truncate_metrics(metrics_path, state.step)
+            runlog.truncate_after(metrics_path, state.step)
         distributed.barrier()  # the other processes read metrics.jsonl once rank 0 rewrote it
-        records = _read_records(metrics_path)
+        records = runlog.read(metrics_path)
     elif out is not None and distributed.is_main_process():
-        out.mkdir(parents=True, exist_ok=True)
+        runlog.start(metrics_path)
         config.save(out / "config.json")
-        metrics_path.write_text("")
     student, teacher, optimizer = state.student, state.teacher, state.optimizer
     forward = make_forwards(state, config, device)
     schedule = StepSchedule.from_config(config, steps_per_epoch)
 
     run = Run(config, out, student, teacher, records)
 
-    def emit(record: dict) -> None:
-        run.records.append(record)
-        _append_jsonl(metrics_path, record)
-        for callback in callbacks:
-            callback(record)
+    log = runlog.RunLog(metrics_path if distributed.is_main_process() else None, run.records,
+                        callbacks)
+    emit = log.emit
 
     def save() -> None:
         if ckpt_path is None:
@@ -481,12 +462,6 @@ def _progress(enabled: bool, epoch: int, start: int, steps_per_epoch: int, epoch
 
     return tqdm(total=steps_per_epoch, initial=start, desc=f"epoch {epoch + 1}/{epochs}",
                 leave=False)
-
-
-def _read_records(path: Path | None) -> list[dict]:
-    if path is None or not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _load_pretrained(student: MultiCropModel, config: Config) -> Tensor | None:

@@ -16,6 +16,7 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from discomm_lite import runlog
 from discomm_lite.config import check_field_names
 
 
@@ -49,12 +50,7 @@ def _execute(notebook: str, run_dir: str, parameters: dict) -> dict:
 
 def last_eval(run_dir: Path) -> dict | None:
     """The last evaluation record of a run's metrics.jsonl (None when there is none)."""
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None
-    records = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-    evals = [r for r in records if r.get("kind") == "eval"]
-    return evals[-1] if evals else None
+    return runlog.last(runlog.read(run_dir / runlog.METRICS_FILE), "eval")
 
 
 def run_sweep(notebook: str | Path, grid: dict[str, list], out_dir: str | Path, *,

@@ -1,0 +1,136 @@
+"""metrics.jsonl: whole-line appends, atomic truncation; damaged last lines are dropped."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from discomm_lite import runlog
+from discomm_lite.runlog import DamagedRecordWarning, RunLog
+
+RECORDS = [{"kind": "train", "step": 2, "loss": 0.5}, {"kind": "eval", "step": 2, "knn": 0.3},
+           {"kind": "train", "step": 4, "loss": 0.25}, {"kind": "reinit", "step": 4},
+           {"kind": "eval", "step": 4, "knn": 0.4}]
+
+
+def write(path, records, tail=""):
+    path.write_text("".join(json.dumps(r) + "\n" for r in records) + tail)
+
+
+def test_append_then_read_round_trips_and_each_call_leaves_whole_lines(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    runlog.start(path)
+    for i, record in enumerate(RECORDS):
+        runlog.append(path, record)
+        # Flushed: another reader sees exactly the records so far, each on its own line.
+        text = path.read_text()
+        assert text.endswith("\n") and text.count("\n") == i + 1
+    assert runlog.read(path) == RECORDS
+    assert runlog.read(tmp_path / "absent.jsonl") == []
+
+
+def test_concurrent_appends_never_interleave(tmp_path):
+    # Several processes append long records to one file at once; every line must parse.
+    path = tmp_path / "metrics.jsonl"
+    writer = textwrap.dedent(f"""
+        import sys
+        from discomm_lite import runlog
+        for i in range(300):
+            runlog.append({str(path)!r}, {{"kind": "train", "step": i,
+                                           "writer": int(sys.argv[1]), "pad": "x" * 3000}})
+    """)
+    procs = [subprocess.Popen([sys.executable, "-c", writer, str(w)]) for w in range(4)]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    records = runlog.read(path)
+    assert len(records) == 1200
+    for w in range(4):
+        assert [r["step"] for r in records if r["writer"] == w] == list(range(300))
+
+
+def test_truncate_keeps_the_records_up_to_the_step_through_a_rename(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    write(path, RECORDS)
+    os.chmod(path, 0o640)
+    inode = path.stat().st_ino
+    original_lines = path.read_text().splitlines()
+    runlog.truncate_after(path, 2)
+    assert runlog.read(path) == RECORDS[:2]
+    assert path.read_text().splitlines() == original_lines[:2]  # the lines as written
+    assert path.stat().st_ino != inode  # a new file renamed into place, not rewritten in place
+    assert path.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+def test_a_truncation_that_fails_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    write(path, RECORDS)
+    before = path.read_bytes()
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runlog.os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        runlog.truncate_after(path, 2)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.jsonl"]
+
+
+@pytest.mark.parametrize("tail", ['{"kind": "train", "step": 6, "lo', '{"kind', "\x00\x00\x00",
+                                  "[1, 2]\n"])
+def test_a_damaged_last_line_is_dropped_with_a_warning_naming_the_file(tmp_path, tail):
+    path = tmp_path / "metrics.jsonl"
+    write(path, RECORDS, tail)
+    with pytest.warns(DamagedRecordWarning, match=str(path)):
+        assert runlog.read(path) == RECORDS
+    # Resuming truncates through the same reader: the damaged line is gone afterwards.
+    with pytest.warns(DamagedRecordWarning):
+        runlog.truncate_after(path, 4)
+    assert runlog.read(path) == RECORDS
+
+
+def test_a_damaged_line_before_the_last_is_an_error_with_file_and_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps(RECORDS[0]) + "\n{broken\n" + json.dumps(RECORDS[1]) + "\n")
+    with pytest.raises(ValueError, match=rf"{path}, line 2"):
+        runlog.read(path)
+
+
+def test_last_record_of_a_kind():
+    assert runlog.last(RECORDS, "eval") == RECORDS[4]
+    assert runlog.last(RECORDS, "train") == RECORDS[2]
+    assert runlog.last(RECORDS, "warning") is None
+    assert runlog.last([], "eval") is None
+
+
+def test_run_log_keeps_writes_and_calls_back(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    runlog.start(path)
+    seen, records = [], []
+    log = RunLog(path, records, callbacks=[seen.append])
+    for record in RECORDS[:3]:
+        log.emit(record)
+    assert records == seen == runlog.read(path) == RECORDS[:3]
+    memory_only = RunLog(None, [])
+    memory_only.emit(RECORDS[0])
+    assert memory_only.records == RECORDS[:1]
+
+
+def test_a_run_resumes_past_a_damaged_last_record(tmp_path):
+    from discomm_lite.config import make_config
+    from discomm_lite.engine import train
+
+    config = make_config("synthetic-toy", train_subset=128, batch_size=64, n_bits=8,
+                         head_hidden_dim=16, epochs=2, eval_every=0, log_every=1,
+                         out_dir=str(tmp_path / "run"))
+    train(config, max_steps=2, progress=False)  # the checkpoint of step 2
+    path = tmp_path / "run" / "metrics.jsonl"
+    with path.open("a") as f:
+        f.write('{"kind": "train", "step": 3, "lo')  # the process died mid-write
+    with pytest.warns(DamagedRecordWarning, match=str(path)):
+        run = train(config, progress=False)
+    assert [r["step"] for r in run.records] == [1, 2, 3, 4]
+    assert runlog.read(path) == run.records
