@@ -1,17 +1,18 @@
 """discomm-lite: BITS, self-supervised learning as discrete communication (arXiv 2602.09764).
 
-The public entry points: `Config` / `make_config` / `PRESETS`, `train`, `load_backbone`,
-`evaluate_checkpoint`; the methods live in `methods`, their maths in `losses`, the
+The public entry points: `Config` / `make_config` / `PRESETS`, `train`, `load_model`,
+`load_backbone`, `evaluate_checkpoint`; the methods live in `methods`, their maths in `losses`, the
 data in `data`, the evaluations in `evaluate` and `language`.
 """
 
 from discomm_lite.config import PRESETS, Config, make_config
 
-__all__ = ["PRESETS", "Config", "evaluate_checkpoint", "load_backbone", "make_config", "train"]
+__all__ = ["PRESETS", "Config", "evaluate_checkpoint", "load_backbone", "load_model",
+           "make_config", "train"]
 
 # Imported on first use: `import discomm_lite` and the Config stay free of torch.
 _LAZY = {"train": "discomm_lite.engine", "evaluate_checkpoint": "discomm_lite.suite",
-         "load_backbone": "discomm_lite.checkpoint"}
+         "load_backbone": "discomm_lite.checkpoint", "load_model": "discomm_lite.checkpoint"}
 
 
 def __getattr__(name: str):

@@ -1,4 +1,4 @@
-"""Atomic checkpoints that refuse to load into the wrong run, and `load_backbone` for users."""
+"""Atomic checkpoints that refuse to load into the wrong run; `load_model` rebuilds their models."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from torch import nn
 
 from discomm_lite.config import Config
 from discomm_lite.methods import get_method, method_names
+from discomm_lite.model import MultiCropModel, make_model
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "config", "student", "teacher", "optimizer", "step", "epoch",
@@ -117,15 +118,34 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def load_model(checkpoint: str | Path | dict, which: str = "teacher") -> MultiCropModel:
+    """The student or teacher of a checkpoint, rebuilt from the configuration it records.
+
+    The one place that turns a checkpoint back into a model (`load_backbone`, the suite's
+    `evaluate_checkpoint` and a run's `pretrained` start all use it). Building the model does not
+    move the caller's random number generator.
+
+    Args:
+        checkpoint: the checkpoint's path, or the payload `load_checkpoint` read from it (a caller
+            that also needs its step, config or DINO center reads the file once).
+        which: "teacher" (what the paper evaluates) or "student".
+
+    Returns:
+        The `MultiCropModel` (backbone and head) on the CPU, in train mode as built.
+    """
+    if which not in ("teacher", "student"):
+        raise ValueError(f"which must be 'teacher' or 'student', got {which!r}.")
+    payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    with torch.random.fork_rng(devices=[]):
+        model = make_model(Config.from_dict(payload["config"]))
+    model.load_state_dict(payload[which])
+    return model
+
+
 def load_backbone(path: str | Path, *, which: str = "teacher") -> nn.Module:
     """The (teacher) backbone of a checkpoint, in eval mode, as a feature extractor.
 
     It takes RGB float images in [0, 1], (N, 3, H, W), applies its own normalisation and returns
     (N, D) features; `num_features` is D.
     """
-    from discomm_lite.model import make_model
-
-    payload = load_checkpoint(path)
-    model = make_model(Config.from_dict(payload["config"]))
-    model.load_state_dict(payload[which])
-    return model.backbone.eval()
+    return load_model(path, which).backbone.eval()

@@ -24,6 +24,7 @@ from discomm_lite import distributed, runlog, schedules
 from discomm_lite.backbones import is_convnet
 from discomm_lite.checkpoint import (
     load_checkpoint,
+    load_model,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -478,10 +479,11 @@ def _load_pretrained(student: MultiCropModel, config: Config) -> Tensor | None:
             f"Config.pretrained = {config.pretrained!r} holds a {saved['backbone']!r} "
             f"backbone but Config.backbone = {config.backbone!r}: set backbone to match."
         )
-    student.backbone.load_state_dict(_substate(payload["teacher"], "backbone."))
+    source = load_model(payload, "teacher")
+    student.backbone.load_state_dict(source.backbone.state_dict())
     if config.reinit_at_start:
         return None
-    head = _substate(payload["teacher"], "head.")
+    head = source.head.state_dict()
     expected = student.head.state_dict()
     shapes = {k: tuple(v.shape) for k, v in head.items()}
     wanted = {k: tuple(v.shape) for k, v in expected.items()}
@@ -499,10 +501,6 @@ def _load_pretrained(student: MultiCropModel, config: Config) -> Tensor | None:
         )
     student.head.load_state_dict(head)
     return payload.get("center") if get_method(config.method).make_center is not None else None
-
-
-def _substate(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
 
 @torch.no_grad()

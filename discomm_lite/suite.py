@@ -9,14 +9,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from discomm_lite.checkpoint import load_checkpoint
+from discomm_lite.checkpoint import load_checkpoint, load_model
 from discomm_lite.config import Config
 from discomm_lite.data import ImageFolderDataset
 from discomm_lite.evaluate import evaluate_knn, geometry, linear_probe, map_vs_bits, retrieval_map
 from discomm_lite.features import dino_linear_probe, extract_features
 from discomm_lite.language import language_summary
 from discomm_lite.methods import get_method
-from discomm_lite.model import make_model
 from discomm_lite.pipeline import load_splits
 
 SELF_SEARCH = ("self-search: each test image queries the rest of the test set (a proxy; the "
@@ -145,9 +144,7 @@ def evaluate_checkpoint(
     path = Path(path)
     payload = load_checkpoint(path)
     config = Config.from_dict(payload["config"])
-    model = make_model(config)
-    model.load_state_dict(payload["teacher"])
-    model.to(device)
+    model = load_model(payload, "teacher").to(device)
     changes = {"dataset": dataset, "data_root": data_root, "train_subset": train_subset,
                "test_subset": test_subset}
     data_config = config.replace(**{k: v for k, v in changes.items() if v is not None})

@@ -10,7 +10,7 @@ import time
 import pytest
 import torch
 
-from discomm_lite import load_backbone
+from discomm_lite import load_backbone, load_model
 from discomm_lite.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from discomm_lite.config import Config, make_config
 from discomm_lite.engine import train
@@ -104,3 +104,20 @@ def test_load_backbone_extracts_the_teachers_features(tmp_path):
         got = backbone(images)
     assert got.shape == (5, backbone.num_features)
     torch.testing.assert_close(got, expected)
+
+
+def test_load_model_rebuilds_either_model_without_moving_the_rng(tmp_path):
+    config = make_config("synthetic-toy", train_subset=128, batch_size=64, epochs=1,
+                         eval_every=0, n_bits=8, head_hidden_dim=32, out_dir=str(tmp_path))
+    run = train(config, progress=False)
+    path = tmp_path / "checkpoint.pt"
+    rng = torch.get_rng_state()
+    teacher, student = load_model(path), load_model(load_checkpoint(path), "student")
+    assert torch.equal(torch.get_rng_state(), rng)
+    for rebuilt, trained in ((teacher, run.teacher), (student, run.student)):
+        state = trained.state_dict()
+        assert rebuilt.state_dict().keys() == state.keys()
+        assert all(torch.equal(v, state[k]) for k, v in rebuilt.state_dict().items())
+    assert not torch.equal(teacher.head.mlp[0].weight, student.head.mlp[0].weight)
+    with pytest.raises(ValueError, match="'teacher' or 'student'"):
+        load_model(path, "ema")
