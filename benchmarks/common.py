@@ -24,7 +24,8 @@ from torch.utils import flop_counter
 from discomm_lite.augment import make_views
 from discomm_lite.choices import BACKBONES
 from discomm_lite.config import Config, make_config
-from discomm_lite.engine import (
+from discomm_lite.pipeline import FolderViews, InMemoryViews, view_spec_from_config
+from discomm_lite.step import (
     Forwards,
     StepSchedule,
     TrainState,
@@ -32,7 +33,6 @@ from discomm_lite.engine import (
     make_forwards,
     resolve_precision,
 )
-from discomm_lite.pipeline import FolderViews, InMemoryViews, view_spec_from_config
 
 # ---- the cases -------------------------------------------------------------------------------
 # Each case is a preset with overrides and its default batch; the views are the preset's.
@@ -122,7 +122,7 @@ def describe(device: torch.device, config: Config) -> str:
 # ---- the training step -----------------------------------------------------------------------
 @dataclass
 class StepSetup:
-    """What `train_step` needs, built as `engine.train` builds it."""
+    """What `train_step` needs, built as `engine.train` builds it (`discomm_lite.step`)."""
 
     config: Config
     state: TrainState

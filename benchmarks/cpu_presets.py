@@ -3,7 +3,7 @@
 For each preset (synthetic-toy: the quickstart; cifar-toy: the toy CIFAR notebook), with the
 preset's own config on the CPU:
 
-- the training step: `engine.train_step` fed by the preset's in-memory pipeline (views made by
+- the training step: `step.train_step` fed by the preset's in-memory pipeline (views made by
   `InMemoryViews`, as in `engine.train`), timed side by side for each method the notebook trains
   (common.py's timer: median of `--repeats` blocks of `--steps` steps, after `--warmup` steps);
 - one k-NN evaluation as `engine.train` runs it (teacher features of the train and test sets,
@@ -40,10 +40,10 @@ from common import (
 
 from discomm_lite.config import make_config
 from discomm_lite.data import DatasetNotFoundError, ImageTensorDataset, resolve_data_root
-from discomm_lite.engine import train_step
 from discomm_lite.evaluate import evaluate_knn
 from discomm_lite.features import extract_features
 from discomm_lite.pipeline import load_splits, make_train_views
+from discomm_lite.step import train_step
 
 # preset: (what it is for, {method: runs of it in the notebook}, target seconds for them all)
 PRESETS = {

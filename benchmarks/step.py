@@ -3,7 +3,7 @@
 For each case, four functions are timed side by side on one batch of views (common.py's
 round-robin timer, median of `--repeats` blocks of `--steps` calls after `--warmup` calls):
 
-- step:     `engine.train_step` (teacher forward on the global crops, student forward on all
+- step:     `step.train_step` (teacher forward on the global crops, student forward on all
             crops, BITS loss, backward, clip, AdamW, EMA), exactly as `engine.train` calls it;
 - bare:     the student backbone alone, forward+backward on all crops (same views, same
             autocast, one forward per crop resolution), loss = mean of the features;
@@ -49,8 +49,8 @@ from common import (
 )
 from torch import Tensor, nn
 
-from discomm_lite.engine import Forwards, train_step
 from discomm_lite.model import MultiCropModel
+from discomm_lite.step import Forwards, train_step
 
 OWN_COST_TARGET = 5.0  # % of the step
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from discomm_lite import engine
+from discomm_lite import step
 from discomm_lite.config import make_config
 from discomm_lite.engine import ChannelCollapseWarning, NonFiniteLossError, train
 
@@ -120,7 +120,7 @@ def test_sigterm_saves_a_checkpoint_at_the_step_reached(tmp_path):
 
 def test_injected_nan_stops_with_step_and_parts_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, epochs=3, eval_every=0, log_every=1)
-    real = engine.compute_loss
+    real = step.compute_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -130,7 +130,7 @@ def test_injected_nan_stops_with_step_and_parts_and_keeps_last_checkpoint(tmp_pa
             loss = loss * float("nan")
         return loss, parts
 
-    monkeypatch.setattr(engine, "compute_loss", poisoned)
+    monkeypatch.setattr(step, "compute_loss", poisoned)
     with pytest.raises(NonFiniteLossError) as info:
         train(config, progress=False)
     assert "step 11" in str(info.value) and "coding_rate" in str(info.value)
@@ -243,7 +243,7 @@ def _parameters_with_grads(seed):
 def test_per_parameter_clipping_equals_dinos_loop(clip):
     params, reference = _parameters_with_grads(0), _parameters_with_grads(0)
     before = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in params[:3]]))
-    norm = engine.clip_gradients(params, clip, "per_param")
+    norm = step.clip_gradients(params, clip, "per_param")
     _dino_clip_gradients(reference, clip)
     for p, r in zip(params, reference, strict=True):
         if r.grad is None:
@@ -261,17 +261,17 @@ def test_per_parameter_clipping_equals_dinos_loop(clip):
 
 def test_global_clipping_is_torchs_and_zero_leaves_gradients():
     params, reference = _parameters_with_grads(1), _parameters_with_grads(1)
-    norm = engine.clip_gradients(params, 1.0, "global")
+    norm = step.clip_gradients(params, 1.0, "global")
     expected = torch.nn.utils.clip_grad_norm_(reference, 1.0)
     torch.testing.assert_close(norm, expected)
     for p, r in zip(params[:3], reference[:3], strict=True):
         assert torch.equal(p.grad, r.grad)
     untouched = _parameters_with_grads(1)
-    engine.clip_gradients(untouched, 0.0, "per_param")
+    step.clip_gradients(untouched, 0.0, "per_param")
     for p, r in zip(untouched[:3], _parameters_with_grads(1)[:3], strict=True):
         assert torch.equal(p.grad, r.grad)
     with pytest.raises(ValueError, match="per_param"):
-        engine.clip_gradients(params, 1.0, "layerwise")
+        step.clip_gradients(params, 1.0, "layerwise")
 
 
 def _weights(module):
@@ -307,8 +307,8 @@ def test_pretrained_head_of_another_shape_needs_reinit_at_start(tmp_path):
     checkpoint = str(tmp_path / "source" / "run" / "checkpoint.pt")
     config = tiny_config(tmp_path / "other", pretrained=checkpoint, n_bits=32, eval_every=0)
     with pytest.raises(ValueError, match=r"mlp\.4\.weight.*n_bits=16.*reinit_at_start=True"):
-        engine.build_state(config, torch.device("cpu"))
-    engine.build_state(config.replace(reinit_at_start=True), torch.device("cpu"))
+        step.build_state(config, torch.device("cpu"))
+    step.build_state(config.replace(reinit_at_start=True), torch.device("cpu"))
 
 
 def test_pretrained_dino_run_continues_with_its_center(tmp_path):
@@ -317,6 +317,6 @@ def test_pretrained_dino_run_continues_with_its_center(tmp_path):
     checkpoint = tmp_path / "source" / "run" / "checkpoint.pt"
     saved = torch.load(checkpoint, weights_only=False)["center"]
     assert saved.abs().sum() > 0
-    state = engine.build_state(tiny_config(tmp_path / "next", pretrained=str(checkpoint), **dino),
+    state = step.build_state(tiny_config(tmp_path / "next", pretrained=str(checkpoint), **dino),
                                torch.device("cpu"))
     assert torch.equal(state.center, saved)

@@ -1,0 +1,119 @@
+"""What the training loop watches: stop signals, the metrics it buffers, the health of the run.
+
+Kept apart from the loop so that `engine.train` reads in a screen. Nothing here waits for the
+device except `MetricBuffer.flush`, the one host-device sync of a logging interval (DINO's
+MetricLogger syncs every step; the loop here reads its metrics back every `log_every` steps).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+import warnings
+
+import torch
+from torch import Tensor
+
+from discomm_lite import distributed
+from discomm_lite.config import Config
+from discomm_lite.methods import Method
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss became NaN or inf; the last checkpoint on disk is the last good state."""
+
+
+class ChannelCollapseWarning(UserWarning):
+    """A method's health check failed: e.g. most of the teacher's bits are constant over a batch."""
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves a checkpoint and stops.
+
+    A context manager: the previous handlers come back on exit. Outside the main thread (where
+    Python allows no signal handlers) it only ever reports no signal.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class MetricBuffer:
+    """A step's metrics kept on the device; read back, averaged, as one record at a flush.
+
+    Args:
+        steps_per_epoch: to give each record its (fractional) epoch.
+    """
+
+    def __init__(self, steps_per_epoch: int) -> None:
+        self.steps_per_epoch = steps_per_epoch
+        self.started = time.perf_counter()
+        self.steps: list[int] = []
+        self.values: list[dict[str, Tensor]] = []
+        self.host: list[dict[str, float]] = []
+
+    def add(self, step: int, values: dict[str, Tensor], host: dict[str, float]) -> None:
+        """Keep the device scalars `values` and host floats `host` of global step `step`."""
+        self.steps.append(step)
+        self.values.append(values)
+        self.host.append(host)
+
+    def flush(self) -> dict | None:
+        """The "train" record of the steps since the last flush (None when there are none).
+
+        Every value is its mean over those steps (and over processes); the loss of each step is
+        checked to be finite first (`check_finite`).
+        """
+        if not self.steps:
+            return None
+        names = list(self.values[0])
+        stacked = torch.stack([torch.stack([v[n].float() for n in names]) for v in self.values])
+        # Each process's loss is over its share of the batch: log their mean, the global value.
+        stacked = distributed.all_reduce_sum(stacked) / distributed.world_size()
+        table = stacked.cpu().tolist()  # the one host-device sync of the interval
+        columns = {n: [row[i] for row in table] for i, n in enumerate(names)}
+        columns.update({n: [h[n] for h in self.host] for n in self.host[0]})
+        steps, self.steps, self.values, self.host = self.steps, [], [], []
+        check_finite(steps, columns)
+        return {"kind": "train", "step": steps[-1], "epoch": steps[-1] / self.steps_per_epoch,
+                **{k: sum(v) / len(v) for k, v in columns.items()},
+                "time": time.perf_counter() - self.started}
+
+
+def check_finite(steps: list[int], values: dict[str, list[float]]) -> None:
+    """Raise NonFiniteLossError, naming the step and its loss parts, at the first bad loss."""
+    for i, step in enumerate(steps):
+        if not math.isfinite(values["loss"][i]):
+            parts = {k: v[i] for k, v in values.items()}
+            raise NonFiniteLossError(
+                f"The loss is not finite at step {step} (parts: {parts}). The run stopped; its "
+                "last checkpoint is the last good state. Lower lr, raise eps, or use fp32/bf16."
+            )
+
+
+def health_warning(record: dict, method: Method, config: Config) -> dict | None:
+    """Run the method's health check on a train record: warn and return a "warning" record.
+
+    None when the method has no health check or the check passes.
+    """
+    message = None if method.health_check is None else method.health_check(record, config)
+    if not message:
+        return None
+    warnings.warn(message, ChannelCollapseWarning, stacklevel=3)
+    return {"kind": "warning", "step": record["step"], "message": message}
