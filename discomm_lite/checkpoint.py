@@ -16,8 +16,8 @@ from discomm_lite.methods import get_method, method_names
 from discomm_lite.model import MultiCropModel, make_model
 
 FORMAT_VERSION = 1
-REQUIRED_KEYS = ("format_version", "config", "student", "teacher", "optimizer", "step", "epoch",
-                 "rng")
+# Older checkpoints also hold "epoch" (the step // steps per epoch), which nothing reads.
+REQUIRED_KEYS = ("format_version", "config", "student", "teacher", "optimizer", "step", "rng")
 
 # Fields that may differ between a checkpoint and the run that resumes it: they change where and
 # how fast the run goes, not its trajectory.
