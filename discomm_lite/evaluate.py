@@ -57,7 +57,7 @@ def hamming_distance(a: Tensor, b: Tensor) -> Tensor:
         (M, N) float32 distances. They are exact integers: two matrix products of 0/1 values
         accumulate in float32, which is exact for K < 2**24.
     """
-    return _hamming(_as_bits(a), _as_bits(b))
+    return _hamming(as_bits(a), as_bits(b))
 
 
 def _hamming(a: Tensor, b: Tensor) -> Tensor:
@@ -65,12 +65,20 @@ def _hamming(a: Tensor, b: Tensor) -> Tensor:
     return a @ (1 - b).T + (1 - a) @ b.T
 
 
-def _as_bits(codes: Tensor) -> Tensor:
-    """(N, K) codes as float32 0/1 values, after checking that they are binary."""
-    codes = codes.float()
-    if not ((codes == 0) | (codes == 1)).all():
-        raise ValueError("Hamming distance needs codes whose entries are all 0 or 1.")
-    return codes
+def as_bits(codes: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """Binary codes (N, K) as 0/1 values of `dtype`, checked: the entry of every code function.
+
+    Args:
+        codes: (N, K), N >= 1, entries 0 or 1 (bool, integer or float).
+        dtype: float32 for distances (exact matrix products), float64 for statistics.
+    """
+    if codes.ndim != 2 or len(codes) == 0:
+        raise ValueError(f"codes must be a non-empty (N, K) tensor; got {tuple(codes.shape)}.")
+    bits = codes.to(dtype)
+    if not ((bits == 0) | (bits == 1)).all():
+        raise ValueError("codes must contain only 0 and 1: threshold logits first (codes = "
+                         "logits > 0); an entry that is not 0 or 1 was found.")
+    return bits
 
 
 def knn_classify(
@@ -311,7 +319,7 @@ def retrieval_map(
         query = F.normalize(_as_float(query), dim=1)
         database = F.normalize(_as_float(database).to(device), dim=1)
     else:
-        query, database = _as_bits(query), _as_bits(database.to(device))
+        query, database = as_bits(query), as_bits(database.to(device))
     query_labels = query_labels.to(device)
     database_labels = database_labels.to(device)
     n_candidates = len(database) - self_search

@@ -13,17 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from discomm_lite.evaluate import hamming_distance
-
-
-def _as_bits(codes: Tensor) -> Tensor:
-    """(N, K) codes as float64 0/1 values, after checking their shape and values."""
-    if codes.ndim != 2 or len(codes) == 0:
-        raise ValueError(f"codes must be a non-empty (N, K) tensor; got {tuple(codes.shape)}.")
-    bits = codes.double()
-    if not ((bits == 0) | (bits == 1)).all():
-        raise ValueError("codes must contain only 0 and 1.")
-    return bits
+from discomm_lite.evaluate import as_bits, hamming_distance
 
 
 def _entropy(probs: Tensor, dim: int = -1) -> Tensor:
@@ -37,7 +27,7 @@ def bit_usage(codes: Tensor) -> Tensor:
     Returns:
         (K,) float64 means of the bits.
     """
-    return _as_bits(codes).mean(dim=0)
+    return as_bits(codes, torch.float64).mean(dim=0)
 
 
 def bit_entropy(codes: Tensor) -> Tensor:
@@ -66,7 +56,7 @@ def block_entropy(codes: Tensor, block: int = 8) -> Tensor:
     Returns:
         (K // block,) float64 entropies in bits, each in [0, block].
     """
-    bits = _as_bits(codes).long()
+    bits = as_bits(codes, torch.float64).long()
     n, n_bits = bits.shape
     if not 1 <= block <= min(n_bits, 62):
         raise ValueError(f"block must be in [1, min(K, 62)] with K = {n_bits}; got {block}.")
@@ -89,7 +79,7 @@ def bit_correlation(codes: Tensor) -> Tensor:
     Returns:
         (K, K) float64 correlations in [-1, 1].
     """
-    bits = _as_bits(codes)
+    bits = as_bits(codes, torch.float64)
     centred = bits - bits.mean(dim=0)
     covariance = centred.T @ centred / len(bits)  # (K, K)
     std = covariance.diagonal().sqrt()
@@ -110,7 +100,7 @@ def bit_factor_mutual_information(codes: Tensor, factors: Tensor) -> Tensor:
     Returns:
         (K, F) float64 mutual informations, each in [0, min(1, H(f))].
     """
-    bits = _as_bits(codes)
+    bits = as_bits(codes, torch.float64)
     factors = factors.to(bits.device).reshape(len(factors), -1)
     if len(factors) != len(bits):
         raise ValueError(f"codes have {len(bits)} rows but factors have {len(factors)}.")
@@ -134,11 +124,11 @@ def language_summary(codes: Tensor) -> dict[str, float]:
     Returns:
         {"mean_bit_entropy", "min_bit_entropy": over bits, in bits;
         "mean_block_entropy": mean entropy of 8-bit blocks (``min(8, K)``-bit if K < 8);
-        "constant_bit_fraction": fraction of bits that never change;
+        "constant_bits": fraction of bits that never change (as in the training records);
         "mean_abs_correlation": mean |correlation| over pairs of distinct bits (0 if K = 1);
         "n_distinct_codes": number of different codes among the N}.
     """
-    bits = _as_bits(codes)
+    bits = as_bits(codes, torch.float64)
     n_bits = bits.shape[1]
     entropy = bit_entropy(bits)
     usage = bit_usage(bits)
@@ -148,7 +138,7 @@ def language_summary(codes: Tensor) -> dict[str, float]:
         "mean_bit_entropy": float(entropy.mean()),
         "min_bit_entropy": float(entropy.min()),
         "mean_block_entropy": float(block_entropy(bits, block=min(8, n_bits)).mean()),
-        "constant_bit_fraction": float(((usage == 0) | (usage == 1)).double().mean()),
+        "constant_bits": float(((usage == 0) | (usage == 1)).double().mean()),
         "mean_abs_correlation": float(correlation.mean()) if n_bits > 1 else 0.0,
         "n_distinct_codes": float(len(bits.unique(dim=0))),
     }
@@ -175,7 +165,7 @@ def hamming_tsne(
     """
     from sklearn.manifold import TSNE  # optional dependency, needed only here
 
-    bits = _as_bits(codes)
+    bits = as_bits(codes, torch.float64)
     n = len(bits)
     if n > max_points:
         subset = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points]
@@ -221,7 +211,7 @@ def bit_gallery_indices(
         {class: {0: [indices with the bit off], 1: [indices with the bit on]}}, each list up to
         ``per_cell`` long (shorter when the class has fewer such items).
     """
-    bits = _as_bits(codes)
+    bits = as_bits(codes, torch.float64)
     if not 0 <= bit < bits.shape[1]:
         raise ValueError(f"bit must be in [0, {bits.shape[1]}); got {bit}.")
     values = bits[:, bit].cpu().long()

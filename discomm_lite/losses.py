@@ -186,6 +186,22 @@ def mean_coding_rate(student_logits: Sequence[Tensor], teacher_logits: Sequence[
     return torch.stack(rates).mean()
 
 
+def weighted_coding_rate(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor],
+                         *, coding_rate_weight: float, eps: float, coding_rate_input: str,
+                         coding_rate_scope: str, global_batch: int | None
+                         ) -> tuple[Tensor, Tensor]:
+    """The coding-rate term of BITS (Eq. 10) and SimDINO: (beta * gamma * rate, rate).
+
+    rate is `mean_coding_rate` on the global views; gamma = (K + N) / (K N)
+    (`coding_rate_gamma`) uses the global N (`global_batch`; default: rows x world size).
+    """
+    global_batch = global_batch_size(teacher_logits[0].shape[0], global_batch)
+    rate = mean_coding_rate(student_logits, teacher_logits, eps, rate_input=coding_rate_input,
+                            scope=coding_rate_scope, global_batch=global_batch)
+    n_bits = teacher_logits[0].shape[1]
+    return coding_rate_weight * coding_rate_gamma(n_bits, global_batch) * rate, rate
+
+
 def bits_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor], *,
               coding_rate_weight: float = 0.1, eps: float = 0.05, agreement: str = "bce",
               targets: str = "hard", temperature: float = 0.1,
@@ -194,7 +210,7 @@ def bits_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor]
     """BITS objective (Eq. 10): agreement - beta * gamma * coding rate of the student's globals.
 
     The coding-rate options and global_batch (the batch over all processes; default: rows x world
-    size) are those of `mean_coding_rate`; gamma = (K + N) / (K N) uses the global N.
+    size) are those of `weighted_coding_rate`.
 
     Returns (loss, parts) with detached parts: agreement, coding_rate, bit_agreement (fraction of
     student bits equal to the teacher's across view pairs), constant_bits (fraction of teacher
@@ -204,11 +220,11 @@ def bits_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tensor]
     if agree_fn is None:
         raise ValueError(f"agreement must be 'bce' or 'cosine', got {agreement!r}.")
     agree = agree_fn(student_logits, teacher_logits, targets=targets, temperature=temperature)
-    global_batch = global_batch_size(teacher_logits[0].shape[0], global_batch)
-    rate = mean_coding_rate(student_logits, teacher_logits, eps, rate_input=coding_rate_input,
-                            scope=coding_rate_scope, global_batch=global_batch)
-    n_bits = teacher_logits[0].shape[1]
-    loss = agree - coding_rate_weight * coding_rate_gamma(n_bits, global_batch) * rate
+    penalty, rate = weighted_coding_rate(
+        student_logits, teacher_logits, coding_rate_weight=coding_rate_weight, eps=eps,
+        coding_rate_input=coding_rate_input, coding_rate_scope=coding_rate_scope,
+        global_batch=global_batch)
+    loss = agree - penalty
     parts = {"agreement": agree.detach(), "coding_rate": rate.detach(),
              **channel_statistics(student_logits, teacher_logits)}
     return loss, parts
@@ -253,11 +269,11 @@ def simdino_loss(student_logits: Sequence[Tensor], teacher_logits: Sequence[Tens
         student_logits, [t.detach() for t in teacher_logits],
         lambda s, t: 1 - F.cosine_similarity(s.float(), t.float(), dim=-1).mean(),
     )
-    global_batch = global_batch_size(teacher_logits[0].shape[0], global_batch)
-    rate = mean_coding_rate(student_logits, teacher_logits, eps, rate_input=coding_rate_input,
-                            scope=coding_rate_scope, global_batch=global_batch)
-    n_dims = teacher_logits[0].shape[1]
-    loss = align - coding_rate_weight * coding_rate_gamma(n_dims, global_batch) * rate
+    penalty, rate = weighted_coding_rate(
+        student_logits, teacher_logits, coding_rate_weight=coding_rate_weight, eps=eps,
+        coding_rate_input=coding_rate_input, coding_rate_scope=coding_rate_scope,
+        global_batch=global_batch)
+    loss = align - penalty
     return loss, {"alignment": align.detach(), "coding_rate": rate.detach()}
 
 

@@ -117,31 +117,6 @@ def plot_bit_correlation(corr) -> Figure:
     return fig
 
 
-def plot_explained_variance(
-    curves: Mapping[str, Sequence[float]], *, log_x: bool = True
-) -> Figure:
-    """Cumulative explained variance against the number of principal components.
-
-    Args:
-        curves: name -> cumulative explained-variance ratios (``evaluate.geometry``'s
-            "explained_variance"), one line each.
-        log_x: a logarithmic component axis, where the leading components are visible.
-
-    Returns:
-        A figure with one axes and one line per name.
-    """
-    fig = Figure(figsize=(_PANEL * 1.25, _PANEL), layout="constrained")
-    ax = fig.subplots()
-    for name, ratios in curves.items():
-        ratios = _numpy(ratios)
-        ax.plot(np.arange(1, len(ratios) + 1), ratios, label=name)
-    if log_x:
-        ax.set_xscale("log")
-    ax.set(xlabel="principal components", ylabel="explained variance", ylim=(0, 1.02))
-    ax.legend()
-    return fig
-
-
 def plot_map_vs_bits(results: Mapping[str, Mapping[int, float]]) -> Figure:
     """Retrieval mAP against the number of bits kept (``evaluate.map_vs_bits``; paper, Sec. 5).
 

@@ -8,6 +8,7 @@ import torch
 
 from discomm_lite.evaluate import (
     KNN_PROTOCOLS,
+    as_bits,
     evaluate_knn,
     geometry,
     hamming_distance,
@@ -352,3 +353,14 @@ def test_collapsed_features_have_zero_dimension():
     result = geometry(torch.ones(10, 4))
     assert result == {"effective_dim": 0.0, "effective_rank": 0.0,
                       "explained_variance": [1.0] * 4}
+
+
+def test_as_bits_checks_shape_and_values_and_keeps_the_dtype_asked():
+    codes = torch.tensor([[True, False], [False, False]])
+    assert as_bits(codes).dtype == torch.float32
+    assert as_bits(codes, torch.float64).tolist() == [[1.0, 0.0], [0.0, 0.0]]
+    for bad in (torch.zeros(3), torch.zeros(0, 4)):
+        with pytest.raises(ValueError, match=r"non-empty \(N, K\)"):
+            as_bits(bad)
+    with pytest.raises(ValueError, match="0 or 1"):
+        as_bits(torch.tensor([[2, 0]]))

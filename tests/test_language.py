@@ -149,7 +149,7 @@ def test_language_summary_of_constructed_codes():
         "mean_bit_entropy": 8 / 9,
         "min_bit_entropy": 0.0,
         "mean_block_entropy": 8.0,  # one full 8-bit block; the constant ninth bit is left over
-        "constant_bit_fraction": 1 / 9,
+        "constant_bits": 1 / 9,
         "mean_abs_correlation": 0.0,
         "n_distinct_codes": 256.0,
     }, abs=1e-12)
@@ -159,7 +159,7 @@ def test_language_summary_of_constructed_codes():
 def test_language_summary_of_identical_codes():
     summary = language_summary(torch.tensor([[1, 0, 1]] * 5))
     assert summary["n_distinct_codes"] == 1.0
-    assert summary["constant_bit_fraction"] == 1.0
+    assert summary["constant_bits"] == 1.0
     assert summary["mean_block_entropy"] == 0.0  # K = 3 < 8: one 3-bit block
 
 

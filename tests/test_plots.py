@@ -74,16 +74,6 @@ def test_plot_bit_correlation():
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), corr.numpy())
 
 
-def test_plot_explained_variance():
-    curves = {"a": [0.5, 0.8, 1.0], "b": [0.2, 0.4, 0.6, 0.8, 1.0], "c": torch.ones(4)}
-    fig = plots.plot_explained_variance(curves)
-    _render(fig)
-    (ax,) = fig.axes
-    assert [line.get_label() for line in ax.lines] == ["a", "b", "c"]
-    assert list(ax.lines[1].get_xdata()) == [1, 2, 3, 4, 5]
-    assert list(ax.lines[1].get_ydata()) == curves["b"]
-
-
 def test_plot_map_vs_bits():
     results = {"codes": {256: 0.47, 32: 0.40, 64: 0.43}, "small": {16: 0.2, 32: 0.3}}
     fig = plots.plot_map_vs_bits(results)
