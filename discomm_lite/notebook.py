@@ -1,25 +1,53 @@
-"""What the notebooks share: the smoke setting and its data, live plots, a run cache.
+"""What the notebooks share: parameters, the smoke setting and its data, tables, live plots, a run
+cache, the study's results, and the ablation lab of notebook 03.
 
 The notebooks call these so that no cell holds logic of its own. `DISCOMM_SMOKE=1` (set by the
-test suite for nbval and papermill) shrinks any run to seconds through `smoke`, and lets
-`find_data_root` stand in for a missing CIFAR-10, so the smoke setting needs no download.
+test suite for nbval and papermill) shrinks any run to seconds through `smoke`, keeps smoke runs
+out of the folders real runs use, and lets `find_data_root` stand in for a missing CIFAR-10, so
+the smoke setting needs no download.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
-from discomm_lite.config import Config, make_config
+from discomm_lite.config import Config, field_names, make_config
 
 # The fast setting of every notebook in CI: one short epoch on a few hundred images.
 SMOKE_OVERRIDES = dict(
     epochs=1, warmup_epochs=0, train_subset=256, test_subset=128, batch_size=64,
     eval_every=1, log_every=1, head_hidden_dim=128,
 )
+
+# Appended to a notebook's own out_dir in the smoke setting, so that a smoke run (nbval starts its
+# kernels in notebooks/, as Jupyter does) never lands in, or is refused by, a real run's folder.
+SMOKE_SUFFIX = "-smoke"
+
+# Notebook parameters that are not Config fields: name -> what it sets. A parameters cell may
+# assign these besides Config fields; `config_from_parameters` leaves them out of the Config.
+NOTEBOOK_PARAMETERS = {
+    "grid": "08: the swept values, {Config field: [values, ...]}",
+    "jobs": "08: how many runs of the sweep execute at a time",
+    "launch_here": "07: train on this machine (True) or only print the torchrun command (False)",
+    "seeds": "03: the seeds every setting of the lab runs with",
+}
+
+# The CPU recipe study's result files (one JSON per run), read by notebooks 02 and 03.
+STUDY_RESULTS = Path(__file__).resolve().parents[1] / "studies" / "results" / "cpu_recipe"
+
+# The first line of the cell papermill injects after the parameters cell
+# (papermill.translators.PythonTranslator.codify with comment="Parameters").
+_INJECTED_MARKER = "# Parameters"
+
+# Names IPython defines in every namespace; never parameters.
+_IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
 
 
 def is_smoke() -> bool:
@@ -30,11 +58,18 @@ def is_smoke() -> bool:
 def smoke(config: Config, **extra) -> Config:
     """`config` shrunk to the smoke setting when `is_smoke()`, else `config` unchanged.
 
-    `extra` adds notebook-specific overrides (a smaller backbone, smaller crops).
+    `extra` adds notebook-specific overrides (a smaller backbone, smaller crops). The run folder
+    is chosen by `config_from_parameters`: in the smoke setting a notebook's own out_dir gets
+    the suffix `SMOKE_SUFFIX`.
     """
     if not is_smoke():
         return config
     return config.replace(**{**SMOKE_OVERRIDES, **extra})
+
+
+def smoke_out_dir(out_dir: str | os.PathLike) -> str:
+    """Where the smoke setting puts the run of a notebook whose own out_dir is `out_dir`."""
+    return str(Path(out_dir)) + SMOKE_SUFFIX
 
 
 def find_data_root(dataset: str, data_root: str | None = None) -> str | None:
@@ -64,26 +99,117 @@ def find_data_root(dataset: str, data_root: str | None = None) -> str | None:
     return data_root
 
 
-def config_from_parameters(preset: str | None, namespace: dict) -> Config:
+# ---- parameters ----------------------------------------------------------------------------------
+def assigned_names(source: str) -> list[str]:
+    """The names a cell's top-level assignments bind, in order (a parameters cell's parameters)."""
+    names = []
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else [])
+        names.extend(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
+def injected_parameters(history: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """(injected, declared): the names papermill injected and those of the parameters cell.
+
+    `history` is IPython's `In`, the sources of the cells executed so far. Papermill executes its
+    injected cell (first line "# Parameters") right after the notebook's parameters cell, so
+    that cell is the one before it. Without an injected cell (Jupyter, nbval) both are empty.
+    """
+    history = list(history or [])
+    for i in range(len(history) - 1, 0, -1):
+        if history[i].lstrip().startswith(_INJECTED_MARKER):
+            return assigned_names(history[i]), assigned_names(history[i - 1])
+    return [], []
+
+
+def config_from_parameters(preset: str | None, namespace: Mapping) -> Config:
     """The Config of a notebook: `preset` plus every parameter assigned in `namespace`.
 
-    Call it with `globals()` right after the `parameters` cell (and papermill's injected one):
-    every plain value (number, string, bool, None) assigned there is taken as a Config field
-    (UPPER_CASE constants excepted), so
-    a misspelt `papermill -p n_bit 64` raises an error naming the field, where papermill itself
-    would only warn and run with the default.
+    Call it with `globals()` right after the `parameters` cell (and papermill's injected one).
+    Every plain value (number, string, bool, None) assigned there is a Config field, except the
+    notebook parameters of `NOTEBOOK_PARAMETERS` (and UPPER_CASE constants). Refused, with an
+    error naming them, where papermill itself would only warn and run on:
+    - a name papermill injected that the notebook's parameters cell does not assign (`-p lr 0.1`
+      on a notebook that never reads `lr` would change nothing);
+    - a plain value that is neither a Config field nor a notebook parameter (`-p n_bit 64`).
+    In the smoke setting, an out_dir the notebook itself assigns becomes `smoke_out_dir(out_dir)`;
+    one given from outside (tests, sweeps) is kept as it is.
     """
+    injected, declared = injected_parameters(namespace.get("In"))
+    undeclared = sorted(set(injected) - set(declared))
+    if undeclared:
+        raise ValueError(
+            f"Parameter(s) {undeclared} were given to this notebook, but its parameters cell does "
+            f"not assign them, so they would be ignored. Its parameters are: "
+            f"{', '.join(declared)}. Check the spelling, or change them in a notebook that reads "
+            "them.")
     plain = (int, float, str, bool, type(None))
     values = {k: v for k, v in namespace.items()
               if isinstance(v, plain) and not k.startswith("_") and not k.isupper()
-              and k not in _IPYTHON_NAMES}
+              and k not in _IPYTHON_NAMES and k not in NOTEBOOK_PARAMETERS}
+    unknown = sorted(set(values) - set(field_names()))
+    if unknown:
+        raise ValueError(
+            f"Unknown parameter(s) {unknown}: they are neither fields of discomm_lite.Config nor "
+            f"notebook parameters ({', '.join(NOTEBOOK_PARAMETERS)}). Check the spelling.")
+    if is_smoke() and values.get("out_dir") and "out_dir" not in injected:
+        values["out_dir"] = smoke_out_dir(values["out_dir"])
     return make_config(preset, **values)
 
 
-# Names IPython defines in every namespace; never parameters.
-_IPYTHON_NAMES = frozenset({"In", "Out", "exit", "quit", "get_ipython"})
+# ---- tables --------------------------------------------------------------------------------------
+class MarkdownTable(str):
+    """A Markdown table: a plain string that Jupyter displays as a table."""
+
+    def _repr_markdown_(self) -> str:
+        return str(self)
 
 
+def _cell(value, digits: int) -> str:
+    """One table cell: floats rounded, (mean, std) pairs as "m ± s", missing values as "–"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    if isinstance(value, tuple) and len(value) == 2 and all(
+            isinstance(v, (int, float)) for v in value):
+        mean, std = value
+        return "–" if math.isnan(mean) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Mapping | Sequence[Sequence], header: Sequence[str], *,
+                   digits: int = 3) -> MarkdownTable:
+    """A Markdown table of `rows` under `header`, the one way the notebooks print tables.
+
+    Args:
+        rows: a list of rows (sequences of cells); or a mapping name -> value (two columns); or
+            a mapping name -> record (dict), whose columns are `header[1:]`, read as keys.
+            Floats are rounded to `digits`, a (mean, std) pair is written "mean ± std", None and
+            NaN as "–", and "|" in text is escaped.
+        header: the column titles.
+
+    Returns:
+        The table as a `MarkdownTable` (a string that Jupyter renders).
+    """
+    if isinstance(rows, Mapping):
+        rows = [[name, *((record.get(k) for k in header[1:]) if isinstance(record, Mapping)
+                         else [record])]
+                for name, record in rows.items()]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        row = list(row)
+        if len(row) != len(header):
+            raise ValueError(f"A row has {len(row)} cells but the header has {len(header)}: {row}")
+        lines.append("| " + " | ".join(_cell(v, digits) for v in row) + " |")
+    return MarkdownTable("\n".join(lines))
+
+
+# ---- runs ----------------------------------------------------------------------------------------
 def run_dir(config: Config, root: str | Path = "runs") -> str:
     """A folder name that identifies a configuration (same parameters -> same cached run)."""
     values = {k: v for k, v in config.to_dict().items() if k != "out_dir"}
@@ -130,9 +256,6 @@ def live_plot(keys: tuple[str, ...] = ("loss",), every: int = 1) -> Callable[[di
             handle = display(figure, display_id=True)
         else:
             handle.update(figure)
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
 
     return callback
 
@@ -156,3 +279,232 @@ def write_image_folder(dataset, root: str | Path, image_size: int | None = None)
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:05d}.png")
     return root
+
+
+# ---- the study's results -------------------------------------------------------------------------
+def seed_values(results: Sequence[dict], keys: Sequence[str],
+                variants: Sequence[str] | None = None) -> dict[str, dict[str, list[float]]]:
+    """variant -> key -> one value per seed (in seed order), for `plots.plot_final`.
+
+    `results` are result dicts of `discomm_lite.study` (see `study.load_results`); a value is
+    `study.metric(result, key)`. `variants` orders (and selects) the variants; default: the
+    order in which they first appear.
+    """
+    from discomm_lite.study import metric
+
+    order = list(variants) if variants is not None else list(dict.fromkeys(
+        r["variant"] for r in results))
+    table = {}
+    for variant in order:
+        runs = sorted((r for r in results if r["variant"] == variant), key=lambda r: r["seed"])
+        table[variant] = {key: [metric(r, key) for r in runs] for key in keys}
+    return table
+
+
+def study_table(results: Sequence[dict], keys: Sequence[str],
+                variants: Sequence[str] | None = None, *, label: str = "variant",
+                digits: int = 3) -> MarkdownTable:
+    """Mean ± std over seeds of each variant's `keys` (`study.summarize`), as a Markdown table."""
+    from discomm_lite.study import summarize
+
+    rows = [[row["variant"], ", ".join(map(str, row["seeds"])), *(row[k] for k in keys)]
+            for row in summarize(results, keys, variants)]
+    return markdown_table(rows, [label, "seeds", *keys], digits=digits)
+
+
+def floor_values(results: Sequence[dict], keys: Sequence[str]) -> dict[str, float]:
+    """key -> mean over the floor results (random-init networks) that have it."""
+    from discomm_lite.study import mean_std, metric
+
+    means = {key: mean_std(metric(r, key) for r in results)[0] for key in keys}
+    return {key: value for key, value in means.items() if math.isfinite(value)}
+
+
+# ---- the ablation lab (notebook 03) --------------------------------------------------------------
+# The knobs of the lab's panel, in the order the widgets show them.
+LAB_FIELDS = ("n_bits", "reinit_every", "coding_rate_weight", "agreement", "targets")
+# Values every slider offers besides the grid's (the configured value is always added).
+LAB_OPTIONS = {
+    "n_bits": (16, 32, 64, 128, 256),
+    "reinit_every": (0, 1, 2, 5),
+    "coding_rate_weight": (0.0, 0.01, 0.03, 0.1, 0.3, 1.0),
+    "agreement": ("bce", "cosine"),
+    "targets": ("hard", "soft"),
+}
+# Fields that say where or how fast a run ran, not what it computed: a precomputed run matches
+# a setting whatever they are.
+_MACHINE_FIELDS = frozenset({"out_dir", "data_root", "device", "num_workers", "download",
+                             "compile"})
+# The fields a random-init network's backbone depends on (its floor).
+_FLOOR_FIELDS = ("dataset", "backbone", "image_size", "train_subset", "test_subset")
+
+
+@dataclass(frozen=True)
+class LabRun:
+    """One seed of one lab setting: its metrics records and final evaluation, and where from."""
+
+    setting: dict
+    seed: int
+    records: list
+    final: dict | None
+    source: str  # "precomputed" (the study's grid) or "trained here"
+
+
+def _effective(values: Mapping) -> dict:
+    """A config dict with the fields left to the method (None) replaced by the method's values."""
+    from discomm_lite.methods import get_method
+
+    method = get_method(values.get("method", "bits"))
+    defaults = {"coding_rate_weight": method.coding_rate_weight,
+                "coding_rate_input": method.coding_rate_input}
+    return {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
+
+
+def _same_run(config: Config, candidate: Mapping, ignore: Sequence[str] = ()) -> bool:
+    """Whether a result's config dict describes the same run as `config`, machine fields and
+    `ignore` aside."""
+    mine, theirs = _effective(config.to_dict()), _effective(candidate)
+    skip = _MACHINE_FIELDS | set(ignore)
+    return all(theirs.get(k) == v for k, v in mine.items() if k not in skip)
+
+
+class Lab:
+    """The ablation lab: settings of the base config, each over `seeds`, precomputed or trained.
+
+    A setting is a dict of `LAB_FIELDS` values. For each seed, a run of the study (`results`,
+    see `study.load_results`) whose config equals the base with the setting applied (machine
+    fields aside) is used as it is; any other is trained here (`cached_train` under the base's
+    out_dir, so once only) and evaluated with the study's protocol (`evaluate_checkpoint`; the
+    whole splits, or the run's subsets with `full_evaluation=False`). The random-init floor
+    comes from the study's floor runs of the same backbone and data when there are some; else
+    it is evaluated here once. In the smoke setting each setting runs with the first seed only.
+    """
+
+    def __init__(self, base: Config, results: Sequence[dict] = (), *,
+                 seeds: Sequence[int] = (0, 1), full_evaluation: bool = True) -> None:
+        self.base = base
+        self.seeds = tuple(seeds[:1]) if is_smoke() else tuple(seeds)
+        self.full_evaluation = full_evaluation
+        # The study's trained runs of this base: equal to it but for the lab's knobs and seed.
+        self.precomputed = [r for r in results if r.get("kind") == "train" and r.get("eval")
+                            and _same_run(base, r["config"], ignore=(*LAB_FIELDS, "seed"))]
+        self.floors = [r for r in results if r.get("kind") == "floor" and r.get("eval")]
+        self.tried: dict[str, list[LabRun]] = {}  # label -> its runs, in the order tried
+        self._floor: dict | None = None
+
+    def label(self, setting: Mapping) -> str:
+        """The fields a setting changes from the base, e.g. 'n_bits=32' ('base' for none)."""
+        from discomm_lite.sweep import run_name
+
+        base = _effective(self.base.to_dict())
+        changed = {k: v for k, v in setting.items() if v != base[k]}
+        return run_name(changed) if changed else "base"
+
+    def runs(self, setting: Mapping) -> list[LabRun]:
+        """Every seed of `setting`, looked up in the study or trained here; remembered as tried."""
+        unknown = sorted(set(setting) - set(LAB_FIELDS))
+        if unknown:
+            raise ValueError(f"The lab varies {', '.join(LAB_FIELDS)}; not {unknown}.")
+        label = self.label(setting)
+        if label not in self.tried:
+            self.tried[label] = [self._run(dict(setting), seed) for seed in self.seeds]
+        return self.tried[label]
+
+    def _run(self, setting: dict, seed: int) -> LabRun:
+        """One seed of a setting: the study's run when it has one, else trained and evaluated."""
+        config = self.base.replace(**setting, seed=seed)
+        for result in self.precomputed:
+            if _same_run(config, result["config"]):
+                return LabRun(setting, seed, result.get("records", []), result["eval"],
+                              "precomputed")
+        from discomm_lite.suite import evaluate_checkpoint
+
+        config = config.replace(data_root=find_data_root(config.dataset, config.data_root))
+        run = cached_train(config, self.base.out_dir or "runs", progress=False)
+        subsets = dict(train_subset=0, test_subset=0) if self.full_evaluation else {}
+        checkpoint = Path(run.out_dir) / "checkpoint.pt"
+        saved = checkpoint.with_suffix(".eval.json")
+        final = (json.loads(saved.read_text()) if saved.exists() and self.full_evaluation
+                 else evaluate_checkpoint(checkpoint, write=self.full_evaluation, **subsets))
+        return LabRun(setting, seed, run.records, final, "trained here")
+
+    def floor(self) -> dict[str, float]:
+        """The random-init network's final evaluation (mean over the study's floor seeds)."""
+        if self._floor is None:
+            mine = self.base.to_dict()
+            floors = [r for r in self.floors
+                      if all(r["config"].get(k) == mine[k] for k in _FLOOR_FIELDS)]
+            if floors:
+                self._floor = floor_values(floors, ("knn20_top1", "knn200_top1", "linear_top1"))
+            else:
+                from discomm_lite.study import evaluate_random_init
+
+                config = self.base.replace(
+                    data_root=find_data_root(self.base.dataset, self.base.data_root))
+                result = evaluate_random_init(config)
+                self._floor = {k: result[k] for k in ("knn20_top1", "knn200_top1",
+                                                      "linear_top1")}
+        return self._floor
+
+    def figure(self, settings: Sequence[Mapping] | None = None):
+        """Curves and final evaluations of `settings` (default: every setting tried so far).
+
+        Curves: coding rate (with the one-direction rate of each K), bit agreement (chance 0.5),
+        k-NN during training; one colour per setting, one line per seed. Bars: k-NN@20 with the
+        random-init floor, and the redundancy of the codes (mean |correlation| between bits).
+        """
+        from discomm_lite.plots import channel_references, plot_lab
+
+        if settings is not None:
+            for setting in settings:
+                self.runs(setting)
+            labels = [self.label(s) for s in settings]
+        else:
+            labels = list(self.tried)
+        runs = {label: self.tried[label] for label in labels}
+        configs = {label: self.base.replace(**seeds[0].setting) for label, seeds in runs.items()}
+        floor = {key: {"random-init floor": value} for key, value in self.floor().items()}
+        return plot_lab(
+            {label: [run.records for run in seeds] for label, seeds in runs.items()},
+            {label: [run.final for run in seeds] for label, seeds in runs.items()},
+            curves=("coding_rate", "bit_agreement", "knn20_top1"),
+            final_keys=("knn20_top1", "code_mean_abs_correlation"),
+            agreement={label: c.agreement for label, c in configs.items()},
+            curve_references=channel_references(
+                n_bits=sorted({c.n_bits for c in configs.values()}), eps=self.base.eps),
+            final_references=floor)
+
+    def table(self) -> MarkdownTable:
+        """Every setting tried: seeds, where they come from, final evaluations (mean ± std)."""
+        from discomm_lite.study import mean_std
+
+        keys = ("knn20_top1", "knn200_top1", "code_mean_abs_correlation", "map_hamming")
+        rows = []
+        for label, runs in self.tried.items():
+            finals = [run.final or {} for run in runs]
+            last = [[r for r in run.records if r.get("kind") == "train"][-1:] for run in runs]
+            rate = mean_std(x[0]["coding_rate"] for x in last if x and "coding_rate" in x[0])
+            rows.append([label, len(runs), ", ".join(sorted({run.source for run in runs})),
+                         *(mean_std(f.get(k, math.nan) for f in finals)[:2] for k in keys),
+                         rate[:2]])
+        return markdown_table(rows, ["setting", "seeds", "source", *keys, "final coding rate"])
+
+    def controls(self) -> dict:
+        """One widget per `LAB_FIELDS` entry; its options are the grid's, the usual values and
+        the configured one (so any configured value can be shown, e.g. n_bits = 48)."""
+        import ipywidgets as widgets
+
+        controls = {}
+        base = _effective(self.base.to_dict())
+        for name in LAB_FIELDS:
+            current = base[name]
+            grid = {_effective(r["config"])[name] for r in self.precomputed}
+            options = sorted({*LAB_OPTIONS[name], *grid, current},
+                             key=str if isinstance(current, str) else float)
+            controls[name] = widgets.Dropdown(options=options, value=current, description=name)
+        return controls
+
+    def show(self, **setting):
+        """Train or fetch `setting`, then the figure of every setting tried (for the widgets)."""
+        self.runs(setting)
+        return self.figure()

@@ -16,8 +16,9 @@ import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import nbformat
+
 from discomm_lite import runlog
-from discomm_lite.config import check_field_names
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
@@ -48,6 +49,33 @@ def _execute(notebook: str, run_dir: str, parameters: dict) -> dict:
                 "traceback": traceback.format_exc(limit=3)}
 
 
+def notebook_parameters(notebook: str | Path) -> list[str]:
+    """The names the notebook's `parameters` cell assigns: the only ones a run can set.
+
+    Raises ValueError when the notebook has no cell tagged "parameters" (papermill would inject
+    the values at the top, where the notebook's own assignments overwrite them).
+    """
+    from discomm_lite.notebook import assigned_names
+
+    nb = nbformat.read(notebook, as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"{notebook} has {len(cells)} cells tagged 'parameters'; a sweep needs "
+                         "exactly one (Jupyter: View > Cell toolbar > Tags).")
+    return assigned_names(cells[0].source)
+
+
+def check_parameters(notebook: str | Path, names) -> None:
+    """Refuse `names` the notebook does not read: papermill would inject them and run on."""
+    known = notebook_parameters(notebook)
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        raise ValueError(
+            f"Unknown parameter(s) {unknown} for {Path(notebook).name}: its parameters cell does "
+            f"not assign them, so every run would ignore them. Its parameters are: "
+            f"{', '.join(known)}.")
+
+
 def last_eval(run_dir: Path) -> dict | None:
     """The last evaluation record of a run's metrics.jsonl (None when there is none)."""
     return runlog.last(runlog.read(run_dir / runlog.METRICS_FILE), "eval")
@@ -57,15 +85,16 @@ def run_sweep(notebook: str | Path, grid: dict[str, list], out_dir: str | Path, 
               parameters: dict | None = None, jobs: int | None = None) -> list[dict]:
     """Execute `notebook` for every grid point with at most `jobs` runs at a time.
 
-    `parameters` are fixed for every run; grid values override them. Both must be Config fields.
-    Returns one record per run: name, parameters, status ("ok" or "failed"), error, final_eval.
+    `parameters` are fixed for every run; grid values override them. Every name, and
+    `out_dir` (each run's folder), must be assigned by the notebook's parameters cell; anything
+    else is refused before a run starts. Returns one record per run: name, parameters, status
+    ("ok" or "failed"), error, final_eval.
     """
     parameters = dict(parameters or {})
-    check_field_names(parameters)
-    check_field_names(grid)
     notebook = str(Path(notebook).resolve())
     if not Path(notebook).is_file():
         raise FileNotFoundError(f"No notebook at {notebook}: give the path of an .ipynb file.")
+    check_parameters(notebook, [*parameters, *grid, "out_dir"])
     out = Path(out_dir).resolve()
     points = grid_points(grid)
     jobs = max(1, min(jobs or 2, len(points), os.cpu_count() or 1))

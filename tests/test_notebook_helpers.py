@@ -1,5 +1,10 @@
-"""The helpers the notebooks call: smoke setting and its data, parameters, run cache, ImageFolder
-writing."""
+"""The helpers the notebooks call: smoke setting and its data, parameters, tables, run cache,
+ImageFolder writing, the study's results and the ablation lab."""
+
+import io
+import json
+import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,12 +12,19 @@ import torch
 from discomm_lite.config import make_config
 from discomm_lite.data import DatasetNotFoundError, load_dataset, write_cifar10_standin
 from discomm_lite.notebook import (
+    NOTEBOOK_PARAMETERS,
     SMOKE_OVERRIDES,
+    Lab,
     cached_train,
     config_from_parameters,
     find_data_root,
+    injected_parameters,
+    markdown_table,
     run_dir,
+    seed_values,
     smoke,
+    smoke_out_dir,
+    study_table,
     write_image_folder,
 )
 from discomm_lite.synthetic import make_synthetic
@@ -62,13 +74,67 @@ def test_find_data_root_stands_in_for_missing_cifar10_only_in_smoke(monkeypatch,
     assert capsys.readouterr().out == ""
 
 
-def test_parameters_become_the_config_and_typos_are_refused():
+PARAMETERS_CELL = "n_bits = 64  # K\nreinit_every = 0\nout_dir = 'runs/x'\njobs = 2"
+
+
+def test_parameters_become_the_config_and_typos_are_refused(monkeypatch):
+    monkeypatch.delenv("DISCOMM_SMOKE", raising=False)
     namespace = {"n_bits": 32, "reinit_every": 2, "out_dir": None, "torch": torch,
-                 "PRESET": "synthetic-toy", "_hidden": 3, "In": [""], "make_config": make_config}
+                 "PRESET": "synthetic-toy", "_hidden": 3, "In": [""], "make_config": make_config,
+                 "jobs": 2, "grid": {"n_bits": [8]}}
     config = config_from_parameters("synthetic-toy", namespace)
     assert (config.n_bits, config.reinit_every, config.dataset) == (32, 2, "synthetic")
-    with pytest.raises(ValueError, match="n_bit"):
+    assert {"jobs", "grid"} <= set(NOTEBOOK_PARAMETERS)  # notebook knobs, not Config fields
+    with pytest.raises(ValueError, match=r"\['n_bit'\].*neither fields"):
         config_from_parameters("synthetic-toy", {"n_bit": 32})
+
+
+def test_a_name_papermill_injected_must_be_a_parameter_of_the_notebook(monkeypatch):
+    monkeypatch.delenv("DISCOMM_SMOKE", raising=False)
+    # IPython's In: the imports, the parameters cell, papermill's injected cell, this cell.
+    history = ["", "import torch", PARAMETERS_CELL, "# Parameters\nn_bits = 32\nlr = 0.1\n",
+               "config = config_from_parameters(...)"]
+    assert injected_parameters(history) == (["n_bits", "lr"],
+                                            ["n_bits", "reinit_every", "out_dir", "jobs"])
+    assert injected_parameters(["", "import torch", PARAMETERS_CELL]) == ([], [])
+    namespace = {"In": history, "n_bits": 32, "lr": 0.1, "reinit_every": 0, "out_dir": "runs/x",
+                 "jobs": 2}
+    # lr is a Config field, but this notebook never reads it: it would change nothing.
+    with pytest.raises(ValueError, match=r"\['lr'\].*parameters are: n_bits, reinit_every"):
+        config_from_parameters("synthetic-toy", namespace)
+    history[3] = "# Parameters\nn_bits = 32\n"
+    del namespace["lr"]
+    assert config_from_parameters("synthetic-toy", namespace).n_bits == 32
+
+
+def test_smoke_runs_go_beside_the_notebooks_own_out_dir_not_into_it(monkeypatch):
+    namespace = {"In": ["", PARAMETERS_CELL], "n_bits": 64, "reinit_every": 0,
+                 "out_dir": "runs/x", "jobs": 2}
+    monkeypatch.delenv("DISCOMM_SMOKE", raising=False)
+    assert config_from_parameters("synthetic-toy", namespace).out_dir == "runs/x"
+    monkeypatch.setenv("DISCOMM_SMOKE", "1")
+    assert config_from_parameters("synthetic-toy", namespace).out_dir == "runs/x-smoke"
+    assert smoke_out_dir("runs/x/") == "runs/x-smoke"
+    # An out_dir given from outside (tests, sweeps) is where the caller looks: kept.
+    injected = {**namespace, "out_dir": "/tmp/elsewhere",
+                "In": ["", PARAMETERS_CELL, "# Parameters\nout_dir = '/tmp/elsewhere'\n"]}
+    assert config_from_parameters("synthetic-toy", injected).out_dir == "/tmp/elsewhere"
+    assert config_from_parameters("synthetic-toy", {**namespace, "out_dir": None}).out_dir is None
+
+
+def test_markdown_table():
+    table = markdown_table([["a|b", 0.12345, None, (0.5, 0.25), 3, True]],
+                           ["name", "x", "missing", "mean ± std", "n", "ok"], digits=2)
+    assert table == ("| name | x | missing | mean ± std | n | ok |\n|---|---|---|---|---|---|\n"
+                     "| a\\|b | 0.12 | – | 0.50 ± 0.25 | 3 | True |")
+    assert table._repr_markdown_() == table
+    assert markdown_table({"k": 1.0, "s": "text"}, ["quantity", "value"]) == (
+        "| quantity | value |\n|---|---|\n| k | 1.000 |\n| s | text |")
+    runs = {"run a": {"acc": 0.5, "map": float("nan")}, "run b": {"acc": 0.25}}
+    assert markdown_table(runs, ["run", "acc", "map"], digits=1) == (
+        "| run | acc | map |\n|---|---|---|\n| run a | 0.5 | – |\n| run b | 0.2 | – |")
+    with pytest.raises(ValueError, match="2 cells but the header has 3"):
+        markdown_table([[1, 2]], ["a", "b", "c"])
 
 
 def test_run_dir_identifies_the_configuration():
@@ -95,3 +161,71 @@ def test_write_image_folder_round_trips_through_the_imagefolder_loader(tmp_path)
     assert loaded.classes == classes
     image, label = loaded[0]
     assert image.size == (32, 32) and loaded.classes[label] in classes
+
+
+# ---- the study's results and the lab ------------------------------------------------------------
+def result(config, *, kind="train", variant="v", seed=0, final=None, records=()):
+    """A result dict as `discomm_lite.study.run_one` writes it (the fields the notebooks read)."""
+    return {"name": f"g__{variant}__seed{seed}", "group": "g", "variant": variant, "seed": seed,
+            "kind": kind, "overrides": {}, "config": config.to_dict(), "records": list(records),
+            "eval": final, "train_seconds": 1.0}
+
+
+def test_seed_values_and_study_table():
+    config = make_config("synthetic-toy")
+    results = [result(config, variant="B", seed=1, final={"knn20_top1": 0.7}),
+               result(config, variant="A", seed=0, final={"knn20_top1": 0.2}),
+               result(config, variant="B", seed=0, final={"knn20_top1": 0.5})]
+    assert seed_values(results, ["knn20_top1"]) == {"B": {"knn20_top1": [0.5, 0.7]},
+                                                    "A": {"knn20_top1": [0.2]}}
+    table = study_table(results, ["knn20_top1"], variants=["A", "B"], label="method")
+    std_b = math.sqrt(((0.5 - 0.6) ** 2 + (0.7 - 0.6) ** 2) / 1)  # sample std of two seeds
+    assert table == ("| method | seeds | knn20_top1 |\n|---|---|---|\n"
+                     "| A | 0 | 0.200 ± 0.000 |\n"
+                     f"| B | 0, 1 | 0.600 ± {std_b:.3f} |")
+
+
+@pytest.fixture
+def lab_base(tmp_path):
+    return make_config("synthetic-toy", train_subset=64, test_subset=64, batch_size=32, epochs=1,
+                       warmup_epochs=0, eval_every=0, log_every=1, n_bits=12, head_hidden_dim=32,
+                       out_dir=str(tmp_path / "lab"))
+
+
+def test_lab_uses_the_precomputed_grid_and_trains_the_rest(lab_base, monkeypatch):
+    monkeypatch.delenv("DISCOMM_SMOKE", raising=False)
+    records = [{"kind": "train", "step": 2, "epoch": 1.0, "coding_rate": 5.0,
+                "bit_agreement": 0.7}]
+    grid = [result(lab_base.replace(n_bits=16, seed=s, out_dir="/elsewhere", device="cuda"),
+                   seed=s, final={"knn20_top1": 0.6 + s / 10, "code_mean_abs_correlation": 0.1},
+                   records=records)
+            for s in (0, 1)]
+    other_base = result(lab_base.replace(n_bits=24, epochs=2), final={"knn20_top1": 0.9})
+    floors = [result(lab_base.replace(n_bits=256, seed=s), kind="floor", seed=s,
+                     final={"knn20_top1": 0.3 + s / 10}) for s in (0, 1)]
+    lab = Lab(lab_base, [*grid, other_base, *floors], seeds=(0, 1), full_evaluation=False)
+
+    assert lab.label({"n_bits": 16}) == "n_bits=16"
+    assert lab.label({"n_bits": 12, "coding_rate_weight": 0.1}) == "base"  # the method's beta
+    precomputed = lab.runs({"n_bits": 16})
+    assert [(r.seed, r.source, r.final["knn20_top1"]) for r in precomputed] == [
+        (0, "precomputed", 0.6), (1, "precomputed", 0.7)]
+    assert precomputed[0].records == records
+    assert lab.floor() == pytest.approx({"knn20_top1": 0.35})  # the floor seeds' mean
+
+    trained = lab.runs({})  # the base itself is not in the grid: trained here, both seeds
+    assert [(r.seed, r.source) for r in trained] == [(0, "trained here"), (1, "trained here")]
+    for run in trained:
+        assert 0 <= run.final["knn20_top1"] <= 1 and "code_mean_abs_correlation" in run.final
+    configs = [json.loads(p.read_text()) for p in Path(lab_base.out_dir).glob("*/config.json")]
+    assert sorted((c["n_bits"], c["seed"]) for c in configs) == [(12, 0), (12, 1)]
+    assert lab.runs({}) is trained  # asked again: the same runs, nothing retrained
+    assert list(lab.tried) == ["n_bits=16", "base"]
+
+    table = lab.table()
+    assert table.splitlines()[2].startswith("| n_bits=16 | 2 | precomputed | 0.650 ± 0.071 |")
+    lab.figure().savefig(io.BytesIO(), format="png")
+    options = lab.controls()["n_bits"].options
+    assert 12 in options and 16 in options and 24 not in options  # 24: another base's run
+    with pytest.raises(ValueError, match="lr"):
+        lab.runs({"lr": 0.1})

@@ -11,7 +11,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from discomm_lite.sweep import grid_points, run_name, run_sweep, summary_table
+from discomm_lite.sweep import (
+    grid_points,
+    notebook_parameters,
+    run_name,
+    run_sweep,
+    summary_table,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,12 +79,30 @@ def test_a_failed_run_is_reported_and_the_others_finish(notebook, tmp_path):
     assert table[0] == [0.08] and table[2] == [0.16] and table[1][0] != table[1][0]  # NaN
 
 
-def test_unknown_grid_names_are_refused(notebook, tmp_path):
-    with pytest.raises(ValueError, match="not fields of discomm_lite.Config"):
+def test_names_the_notebook_does_not_read_are_refused(notebook, tmp_path):
+    assert notebook_parameters(notebook) == ["n_bits", "seed", "out_dir"]
+    with pytest.raises(ValueError, match=r"\['n_bitz'\].*parameters are: n_bits, seed, out_dir"):
         run_sweep(notebook, {"n_bitz": [8]}, tmp_path / "sweep")
-    with pytest.raises(ValueError, match="not fields of discomm_lite.Config"):
+    with pytest.raises(ValueError, match="sead"):
         run_sweep(notebook, {"n_bits": [8]}, tmp_path / "sweep", parameters={"sead": 1})
+    # A real Config field is refused too when this notebook never reads it: the runs would be
+    # identical copies (a sweep over lr here would change nothing).
+    with pytest.raises(ValueError, match=r"\['lr'\]"):
+        run_sweep(notebook, {"lr": [1e-3, 1e-2]}, tmp_path / "sweep")
     assert not (tmp_path / "sweep").exists()  # refused before anything ran
+
+
+def test_a_notebook_without_out_dir_or_parameters_cell_is_refused(tmp_path):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("n_bits = 8")]
+    path = tmp_path / "untagged.ipynb"
+    nbformat.write(nb, path)
+    with pytest.raises(ValueError, match="0 cells tagged 'parameters'"):
+        run_sweep(path, {"n_bits": [8]}, tmp_path / "sweep")
+    nb.cells[0].metadata["tags"] = ["parameters"]
+    nbformat.write(nb, path)
+    with pytest.raises(ValueError, match=r"\['out_dir'\]"):
+        run_sweep(path, {"n_bits": [8]}, tmp_path / "sweep")
 
 
 def cli(*args, cwd):
