@@ -160,11 +160,24 @@ def config_from_parameters(preset: str | None, namespace: Mapping) -> Config:
 
 
 # ---- tables --------------------------------------------------------------------------------------
-class MarkdownTable(str):
-    """A Markdown table: a plain string that Jupyter displays as a table."""
+class MarkdownText(str):
+    """Markdown: a plain string that Jupyter displays rendered."""
 
     def _repr_markdown_(self) -> str:
         return str(self)
+
+
+class MarkdownTable(MarkdownText):
+    """A Markdown table (see `markdown_table`)."""
+
+
+def show_source(*functions: Callable) -> MarkdownText:
+    """The source code of library functions, as a Markdown code block (notebook 01 shows the
+    maths next to its equations)."""
+    import inspect
+
+    return MarkdownText("\n".join(f"```python\n{inspect.getsource(f).rstrip()}\n```"
+                                  for f in functions))
 
 
 def _cell(value, digits: int) -> str:
@@ -281,7 +294,40 @@ def write_image_folder(dataset, root: str | Path, image_size: int | None = None)
     return root
 
 
+def random_init_floor(config: Config) -> dict:
+    """Every evaluation of the network `config` draws before its first step: the floor.
+
+    The same student a run of `config` starts from (the engine seeds torch with `config.seed`
+    before `make_model`), scored on the run's own sets (subsets applied) like the run's
+    k-NN curves, so the floor can be drawn on them.
+    """
+    import torch
+
+    from discomm_lite.model import make_model
+    from discomm_lite.pipeline import load_splits
+    from discomm_lite.suite import evaluate_model
+
+    torch.manual_seed(config.seed)
+    model = make_model(config)
+    train_set, test_set = load_splits(config)
+    return evaluate_model(model.backbone, train_set, test_set, image_size=config.image_size,
+                          head=model.head)
+
+
 # ---- the study's results -------------------------------------------------------------------------
+def study_results(group: str | None = None, results_dir: str | Path = STUDY_RESULTS
+                  ) -> list[dict]:
+    """The study's results of `group` (`study.load_results`); says so when there are none."""
+    from discomm_lite.study import load_results
+
+    results = load_results(results_dir, group)
+    if not results:
+        print(f"No results of the study's group {group!r} in {results_dir}: the tables and "
+              "figures built from them are empty. `python studies/cpu_recipe.py --groups "
+              f"{group or 'all'}` makes them.")
+    return results
+
+
 def seed_values(results: Sequence[dict], keys: Sequence[str],
                 variants: Sequence[str] | None = None) -> dict[str, dict[str, list[float]]]:
     """variant -> key -> one value per seed (in seed order), for `plots.plot_final`.
@@ -375,22 +421,35 @@ class Lab:
     see `study.load_results`) whose config equals the base with the setting applied (machine
     fields aside) is used as it is; any other is trained here (`cached_train` under the base's
     out_dir, so once only) and evaluated with the study's protocol (`evaluate_checkpoint`; the
-    whole splits, or the run's subsets with `full_evaluation=False`). The random-init floor
-    comes from the study's floor runs of the same backbone and data when there are some; else
-    it is evaluated here once. In the smoke setting each setting runs with the first seed only.
+    whole splits, or the run's subsets with `full_evaluation=False`; default: the whole splits
+    except in the smoke setting). The random-init floor comes from the study's floor runs of the
+    same backbone and data when there are some; else it is evaluated here once. In the smoke
+    setting each setting runs with the first seed only (see also `settings`).
     """
 
     def __init__(self, base: Config, results: Sequence[dict] = (), *,
-                 seeds: Sequence[int] = (0, 1), full_evaluation: bool = True) -> None:
+                 seeds: Sequence[int] = (0, 1), full_evaluation: bool | None = None) -> None:
         self.base = base
         self.seeds = tuple(seeds[:1]) if is_smoke() else tuple(seeds)
-        self.full_evaluation = full_evaluation
+        self.full_evaluation = not is_smoke() if full_evaluation is None else full_evaluation
         # The study's trained runs of this base: equal to it but for the lab's knobs and seed.
         self.precomputed = [r for r in results if r.get("kind") == "train" and r.get("eval")
                             and _same_run(base, r["config"], ignore=(*LAB_FIELDS, "seed"))]
         self.floors = [r for r in results if r.get("kind") == "floor" and r.get("eval")]
         self.tried: dict[str, list[LabRun]] = {}  # label -> its runs, in the order tried
         self._floor: dict | None = None
+
+    def settings(self, **values: Sequence) -> list[dict]:
+        """Every combination of `values` (field -> values), e.g. n_bits x reinit_every.
+
+        In the smoke setting only the first two values of each field are kept, so a section of
+        the lab stays a few seconds there.
+        """
+        from discomm_lite.sweep import grid_points
+
+        if is_smoke():
+            values = {name: list(options)[:2] for name, options in values.items()}
+        return grid_points({name: list(options) for name, options in values.items()})
 
     def label(self, setting: Mapping) -> str:
         """The fields a setting changes from the base, e.g. 'n_bits=32' ('base' for none)."""
