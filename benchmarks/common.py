@@ -24,7 +24,7 @@ from torch.utils import flop_counter
 from discomm_lite.augment import make_views
 from discomm_lite.choices import BACKBONES
 from discomm_lite.config import Config, make_config
-from discomm_lite.pipeline import FolderViews, InMemoryViews, view_spec_from_config
+from discomm_lite.pipeline import FolderViews, InMemoryViews
 from discomm_lite.step import (
     Forwards,
     StepSchedule,
@@ -33,6 +33,7 @@ from discomm_lite.step import (
     make_forwards,
     resolve_precision,
 )
+from discomm_lite.view_spec import view_spec_from_config
 
 # ---- the cases -------------------------------------------------------------------------------
 # Each case is a preset with overrides and its default batch; the views are the preset's.

@@ -27,6 +27,7 @@ from discomm_lite.choices import (
     check_backbone_name,
 )
 from discomm_lite.methods import get_method, method_names
+from discomm_lite.view_spec import CONFIG_FIELDS, InvalidField, view_spec_from_config
 
 
 class BaselineResetWarning(UserWarning):
@@ -208,6 +209,20 @@ def _fail(name: str, value, accepted: str) -> None:
     raise ValueError(f"Config.{name} = {value!r} is not valid: it must be {accepted}.")
 
 
+def _check_views(c: Config) -> None:
+    """The view fields, by building the run's ViewSpec: its checks are the only ones."""
+    try:
+        view_spec_from_config(c)
+    except InvalidField as err:
+        names = CONFIG_FIELDS[err.name]
+        if names == (err.name,):
+            _fail(err.name, err.value, err.accepted)
+        given = " and ".join(f"Config.{n} = {getattr(c, n)!r}" for n in names)
+        verb = "is not valid: it makes" if len(names) == 1 else "are not valid: they make"
+        raise ValueError(f"{given} {verb} ViewSpec.{err.name} = {err.value!r}, which must be "
+                         f"{err.accepted}.") from None
+
+
 def _validate(c: Config) -> None:
     choices = {
         "method": method_names(), "agreement": AGREEMENTS, "targets": TARGETS,
@@ -222,8 +237,8 @@ def _validate(c: Config) -> None:
     method = get_method(c.method)
 
     at_least = {
-        "n_bits": 1, "epochs": 1, "batch_size": 1, "n_global": 1, "n_local": 0, "global_size": 1,
-        "local_size": 1, "image_size": 1, "reinit_every": 0, "warmup_epochs": 0, "log_every": 1,
+        "n_bits": 1, "epochs": 1, "batch_size": 1, "image_size": 1, "reinit_every": 0,
+        "warmup_epochs": 0, "log_every": 1,
         "checkpoint_every": 1, "eval_every": 0, "head_hidden_dim": 1, "head_bottleneck_dim": 1,
         "n_prototypes": 1, "train_subset": 0, "test_subset": 0, "num_workers": -1,
         "teacher_temp_warmup_epochs": 0, "freeze_last_layer_epochs": 0,
@@ -231,6 +246,7 @@ def _validate(c: Config) -> None:
     for name, low in at_least.items():
         if getattr(c, name) < low:
             _fail(name, getattr(c, name), f"an integer >= {low}")
+    _check_views(c)
     if c.warmup_epochs >= c.epochs and c.epochs > 1:
         _fail("warmup_epochs", c.warmup_epochs, f"smaller than epochs ({c.epochs})")
     positive = ("lr", "eps", "target_temperature", "teacher_temp", "teacher_temp_warmup",
@@ -256,12 +272,6 @@ def _validate(c: Config) -> None:
     for name in unit:
         if not 0 <= getattr(c, name) <= 1:
             _fail(name, getattr(c, name), "in [0, 1]")
-    for name in ("global_scale_min", "local_scale_min", "local_scale_max"):
-        if not 0 < getattr(c, name) <= 1:
-            _fail(name, getattr(c, name), "in (0, 1]")
-    if c.local_scale_min > c.local_scale_max:
-        _fail("local_scale_min", c.local_scale_min,
-              f"at most local_scale_max ({c.local_scale_max})")
     if c.local_size > c.global_size:
         _fail("local_size", c.local_size, f"at most global_size ({c.global_size})")
     for name, required, reason in method.fixed_fields:

@@ -10,13 +10,14 @@ import torch
 from torch import Tensor, nn
 from torchvision.transforms import v2
 
-from discomm_lite.augment import resized_crops, sample_crop_boxes
+from discomm_lite.augment import sample_crop_boxes
 from discomm_lite.data import (
     ImageFolderDataset,
     ImageTensorDataset,
     default_num_workers,
     make_eval_batches,
 )
+from discomm_lite.pixel_ops import resized_crops
 
 
 @torch.no_grad()

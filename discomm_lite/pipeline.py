@@ -4,7 +4,7 @@ Two paths share one `ViewSpec`:
 - `InMemoryViews` for small images held as a uint8 tensor (synthetic, CIFAR): the images live on
   the training device and every view is made there in batched tensor ops (`augment.make_views`);
 - `FolderViews` for ImageFolder data (ImageNet): DataLoader workers decode and augment each image
-  with torchvision (`augment.MultiCropTransform`), seeded per sample.
+  with torchvision (`multicrop.MultiCropTransform`), seeded per sample.
 
 Both draw the epoch's order from `epoch_order(n, seed, epoch)` and the augmentation randomness
 from the seed and the global step (or sample), never from a global RNG. Resuming at any step
@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from discomm_lite.augment import MultiCropTransform, ViewSpec, make_views
+from discomm_lite.augment import make_views
 from discomm_lite.config import Config
 from discomm_lite.data import (
     ImageFolderDataset,
@@ -27,20 +27,12 @@ from discomm_lite.data import (
     default_num_workers,
     load_dataset,
 )
+from discomm_lite.multicrop import MultiCropTransform
+from discomm_lite.view_spec import ViewSpec, view_spec_from_config
 
 # Large odd multipliers keep the derived seeds of different (epoch, step) pairs apart.
 _EPOCH_STRIDE = 1_000_003
 _STEP_STRIDE = 7_919
-
-
-def view_spec_from_config(config: Config) -> ViewSpec:
-    """The one ViewSpec of a run (factory: the only place that reads the config's view fields)."""
-    return ViewSpec(
-        n_global=config.n_global, n_local=config.n_local, global_size=config.global_size,
-        local_size=config.local_size, global_scale=(config.global_scale_min, 1.0),
-        local_scale=(config.local_scale_min, config.local_scale_max), blur=config.blur,
-        solarize=config.solarize,
-    )
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> Tensor:

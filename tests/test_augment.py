@@ -1,4 +1,4 @@
-"""Tests of discomm_lite.augment against independent references.
+"""Tests of the augmentation (view_spec, pixel_ops, augment, multicrop) against references.
 
 Each batched pixel op is compared with torchvision's functional op applied sample by sample with
 the same parameters; the crop against a float64 bilinear loop and torchvision's ``resized_crop``;
@@ -17,27 +17,22 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import v2
 
-from discomm_lite.augment import (
-    CropSpec,
-    MultiCropTransform,
-    ViewSpec,
+from discomm_lite.augment import apply_view, make_views, sample_crop_boxes, sample_view_params
+from discomm_lite.multicrop import MultiCropTransform
+from discomm_lite.pixel_ops import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
     adjust_saturation,
-    apply_view,
-    blur_kernel_size,
     color_jitter,
     crop_grid,
     crop_theta,
     gaussian_blur,
     grayscale,
-    make_views,
     resized_crops,
-    sample_crop_boxes,
-    sample_view_params,
     solarize,
 )
+from discomm_lite.view_spec import CropSpec, ViewSpec, blur_kernel_size
 
 ATOL = 1e-5
 

@@ -166,3 +166,13 @@ def test_cli_lists_presets(capsys):
     for name in PRESETS:
         assert name in out
     json.loads(out.splitlines()[0].split(": ", 1)[1])
+
+
+def test_view_fields_are_checked_by_the_view_spec_they_build():
+    with pytest.raises(ValueError, match=r"Config.local_scale_min = 0.5 and Config.local_scale_max "
+                                         r"= 0.4 are not valid: they make ViewSpec.local_scale"):
+        Config(local_scale_min=0.5, local_scale_max=0.4)
+    with pytest.raises(ValueError, match="Config.blur = 1 is not valid: it must be True or False"):
+        Config(blur=1)
+    with pytest.raises(ValueError, match="Config.n_global = 1.5 .* an integer >= 1"):
+        Config(n_global=1.5)
