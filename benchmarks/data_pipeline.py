@@ -47,10 +47,10 @@ from torch import Tensor
 
 from discomm_lite.config import Config
 from discomm_lite.data import default_num_workers, load_dataset
+from discomm_lite.data.synthetic import make_synthetic
 from discomm_lite.notebook import write_image_folder
 from discomm_lite.pipeline import make_train_views
 from discomm_lite.step import train_step
-from discomm_lite.synthetic import make_synthetic
 
 TARGET_RATIO = 3.0
 

@@ -8,6 +8,7 @@ heavy modules. The method names are the registry's (`discomm_lite.methods`).
 from __future__ import annotations
 
 DATASETS = ("synthetic", "cifar10", "cifar100", "imagefolder")
+SPLITS = ("train", "test")
 
 BACKBONES = (
     "convnet-small",  # 4 conv blocks, ~0.4 M parameters: the CPU classroom backbone

@@ -29,6 +29,7 @@ from discomm_lite.data import (
     DatasetNotFoundError,
     ImageFolderDataset,
     ImageTensorDataset,
+    archives,
     cifar10_standin_root,
     default_num_workers,
     load_dataset,
@@ -297,14 +298,14 @@ def test_concurrent_builds_leave_one_valid_cache(tmp_path: Path, cache: Path,
     make_tar(tmp_path / "cifar10-race.tar.gz", tmp_path / "tree")
     context = multiprocessing.get_context("fork")  # children inherit the patch below
     start, both_building = context.Barrier(2), context.Barrier(2)
-    real_build = data._build_archive_cache
+    real_build = archives.build_archive_cache
 
     def build_together(*args: Any) -> None:
         # Neither process can finish its build before both have begun one: a certain race.
         both_building.wait(timeout=60)
         real_build(*args)
 
-    monkeypatch.setattr(data, "_build_archive_cache", build_together)
+    monkeypatch.setattr(archives, "build_archive_cache", build_together)
     outs = [tmp_path / "out-a", tmp_path / "out-b"]
     children = [context.Process(target=build_in_child, args=(str(tmp_path), start, out))
                 for out in outs]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from discomm_lite.data import load_dataset
-from discomm_lite.synthetic import (
+from discomm_lite.data.synthetic import (
     FACTOR_VALUES,
     LABEL_FACTORS,
     SYNTHETIC_FACTORS,

@@ -1,0 +1,105 @@
+"""tar.gz archives of ImageFolder trees (e.g. cifar10-jpeg.tar.gz), decoded once into the cache.
+
+The cache entry of an archive is <cache>/<archive stem>-<hash of its size and mtime>/<split>.pt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import tarfile
+import tempfile
+import zlib
+from pathlib import Path, PurePosixPath
+
+import torch
+
+from discomm_lite.choices import SPLITS
+from discomm_lite.data.cache import decode_images, load_tensors, save_tensors
+from discomm_lite.data.folders import IMAGE_EXTENSIONS, check_class_count, is_image_name
+from discomm_lite.data.locations import cache_root, make_cache_dir
+from discomm_lite.data.types import DataFormatError, ImageTensorDataset
+
+
+def find_archives(root: Path, name: str) -> list[Path]:
+    """Archives <root>/<name>*.tar.gz (or .tgz), sorted; "cifar10" does not match cifar100."""
+    pattern = re.compile(rf"{name}(?!\d).*\.(tar\.gz|tgz)")
+    return sorted(p for p in root.glob(f"{name}*") if pattern.fullmatch(p.name) and p.is_file())
+
+
+def load_cifar_archive(archive: Path, split: str, n_classes: int) -> ImageTensorDataset:
+    """CIFAR from a tar.gz of [<prefix>/]<split>/<class>/<image>, decoded once into the cache."""
+    stat = archive.stat()
+    stem = re.sub(r"\.(tar\.gz|tgz)$", "", archive.name)
+    version = hashlib.sha1(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:8]
+    cache_dir = cache_root() / f"{stem}-{version}"
+    if not cache_dir.is_dir():
+        build_archive_cache(archive, cache_dir, n_classes)
+    tensors = cache_dir / f"{split}.pt"
+    if not tensors.is_file():
+        raise DataFormatError(f"The archive {archive} holds no {split}/<class>/<image> files.")
+    return load_tensors(tensors)
+
+
+def build_archive_cache(archive: Path, cache_dir: Path, n_classes: int) -> None:
+    """Decode every image of `archive` into <cache_dir>/<split>.pt, atomically.
+
+    Why decode straight from the compressed stream rather than extract first: writing 60,000
+    small files cost 4 to 80 s on a loaded 2-core VM, reading the stream about 2 s. The tensors
+    go to a temporary folder renamed into place in one step, so a concurrent or interrupted
+    build never leaves a partial cache; a killed build leaves only a hidden ".partial" folder.
+    """
+    by_split = _read_archive(archive)
+    classes = {split: sorted(by_class) for split, by_class in by_split.items()}
+    for split, names in classes.items():
+        check_class_count(names, n_classes, f"{split}/ in {archive}")
+    if len({tuple(names) for names in classes.values()}) > 1:
+        raise DataFormatError(f"The splits in {archive} have different class folders.")
+    make_cache_dir(cache_dir.parent)
+    partial = Path(tempfile.mkdtemp(prefix=f".{cache_dir.name}.partial-", dir=cache_dir.parent))
+    partial.chmod(0o755)  # mkdtemp makes it private; a cache folder may be shared by users
+    try:
+        for split, by_class in by_split.items():
+            blobs, labels = [], []
+            for label, name in enumerate(classes[split]):
+                blobs += sorted(by_class[name])
+                labels += [label] * len(by_class[name])
+            images = decode_images([(f"{archive}:{member}", data) for member, data in blobs])
+            save_tensors(ImageTensorDataset(images, torch.tensor(labels), classes[split]),
+                          partial / f"{split}.pt")
+        try:
+            partial.rename(cache_dir)
+        except OSError:
+            if not cache_dir.is_dir():
+                raise
+            # Another process built the same cache first; both are decoded from the same bytes.
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _read_archive(archive: Path) -> dict[str, dict[str, list[tuple[str, bytes]]]]:
+    """Encoded images of a tar archive as {split: {class: [(member name, bytes)]}}.
+
+    Members other than [<prefix>/]<split>/<class>/<image> are skipped; nothing is written to
+    disk, so member names cannot escape a destination folder.
+    """
+    found: dict[str, dict[str, list[tuple[str, bytes]]]] = {}
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar:
+                parts = PurePosixPath(member.name).parts
+                if not (member.isfile() and len(parts) >= 3 and parts[-3] in SPLITS
+                        and not parts[-2].startswith(".") and is_image_name(parts[-1])):
+                    continue
+                data = tar.extractfile(member).read()
+                found.setdefault(parts[-3], {}).setdefault(parts[-2], []).append(
+                    (member.name, data))
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as err:
+        raise DataFormatError(f"Cannot read the archive {archive}: {err!r}") from err
+    if not found:
+        raise DataFormatError(
+            f"The archive {archive} holds no <split>/<class>/<image> files (split: train or "
+            f"test; image: {', '.join(IMAGE_EXTENSIONS)})."
+        )
+    return found

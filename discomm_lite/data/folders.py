@@ -1,0 +1,79 @@
+"""ImageFolder trees, <root>/<split>/<class>/<image>: scanning them, and the `imagefolder` dataset.
+
+Labels index the sorted class-folder names (torchvision's ImageFolder convention), so every split
+of a tree must hold the same class folders.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from discomm_lite.data.locations import data_root_setting
+from discomm_lite.data.types import DataFormatError, DatasetNotFoundError, ImageFolderDataset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")  # decoded by both PIL and torchvision.io
+
+
+def load_imagefolder(root: Path, split: str) -> ImageFolderDataset:
+    """An ImageFolder split: train/ for "train", val/ (else test/) for "test"."""
+    candidates = [root / "train"] if split == "train" else [root / "val", root / "test"]
+    for split_dir in candidates:
+        if split_dir.is_dir():
+            classes, samples = scan_split(root, split_dir)
+            return ImageFolderDataset(samples, classes)
+    looked_at = "".join(f"\n  {path}/<class>/<image>" for path in candidates)
+    raise DatasetNotFoundError(
+        f"No ImageFolder {split!r} split under the data root {root}. Looked at:{looked_at}\n"
+        f"Put the images in {root}/train/<class>/<image> and {root}/val/<class>/<image> (for "
+        "ImageNet-1k: its train/ folder and val/ sorted into class folders), or pass data_root "
+        f"or set the DISCOMM_DATA environment variable (now {data_root_setting()}) to the folder "
+        "that holds train/ and val/."
+    )
+
+
+def scan_split(root: Path, split_dir: Path) -> tuple[list[str], list[tuple[str, int]]]:
+    """Classes and (path, label) samples of <split_dir>/<class>/<image>.
+
+    A split other than <root>/train must have the same class folders as train/, since labels
+    index the sorted folder names and would otherwise mean different classes in each split.
+    """
+    classes = class_folders(split_dir)
+    if not classes:
+        raise DataFormatError(f"{split_dir} holds no class folders: expected <class>/<image>.")
+    train_dir = root / "train"
+    if split_dir != train_dir and train_dir.is_dir():
+        train_classes = class_folders(train_dir)
+        if classes != train_classes:
+            raise DataFormatError(
+                f"The class folders of {split_dir} differ from those of {train_dir}: only in "
+                f"{split_dir.name}/: {sorted(set(classes) - set(train_classes))}, only in "
+                f"train/: {sorted(set(train_classes) - set(classes))}."
+            )
+    samples = []
+    for label, name in enumerate(classes):
+        class_dir = split_dir / name
+        files = sorted(entry.name for entry in os.scandir(class_dir)
+                       if entry.is_file() and is_image_name(entry.name))
+        if not files:
+            raise DataFormatError(
+                f"The class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})."
+            )
+        samples.extend((str(class_dir / filename), label) for filename in files)
+    return classes, samples
+
+
+def class_folders(split_dir: Path) -> list[str]:
+    return sorted(entry.name for entry in os.scandir(split_dir)
+                  if entry.is_dir() and not entry.name.startswith("."))
+
+
+def is_image_name(filename: str) -> bool:
+    return not filename.startswith(".") and filename.lower().endswith(IMAGE_EXTENSIONS)
+
+
+def check_class_count(classes: list[str], n_classes: int, where: str) -> None:
+    if len(classes) != n_classes:
+        raise DataFormatError(
+            f"{where} has {len(classes)} class folders, but the dataset has {n_classes} classes."
+        )
