@@ -27,6 +27,7 @@ from discomm_lite.choices import (
     check_backbone_name,
 )
 from discomm_lite.methods import get_method, method_names
+from discomm_lite.presets import PRESETS
 from discomm_lite.view_spec import CONFIG_FIELDS, InvalidField, view_spec_from_config
 
 
@@ -291,90 +292,11 @@ def _validate(c: Config) -> None:
             BaselineResetWarning, stacklevel=4)
 
 
-# ---- presets ---------------------------------------------------------------------------------
-# Each preset is a set of overrides of the defaults; `make_config(preset, **overrides)` applies
-# them. The reason for every non-obvious value is next to it.
-_IMAGENET_PAPER = dict(
-    dataset="imagefolder", backbone="vit-base/16", image_size=224, n_bits=256,
-    epochs=100, batch_size=256, lr=5e-4, lr_end=5e-5, warmup_epochs=10,
-    weight_decay=0.04, weight_decay_end=0.4, momentum=0.996, momentum_end=1.0,
-    eps=0.05, reinit_every=10, clip_grad=1.0, clip_grad_mode="per_param",
-    n_global=2, n_local=10, global_size=224, local_size=96, global_scale_min=0.4,
-    local_scale_min=0.05, local_scale_max=0.4, blur=True, solarize=True, drop_path=0.1,
-    eval_every=10, log_every=50,
-)
-
-PRESETS: dict[str, dict] = {
-    # The quickstart: embedded synthetic images, a small convnet, 2048 training images so that
-    # 6 epochs (96 steps) fit the 3-minute budget on 2 CPU cores.
-    # head_norm="batchnorm": with the paper's plain head the logits start ~0.01 in scale, the
-    # teacher's bits are noise and the BCE sits at ln 2 for the whole short run (measured, 6
-    # epochs: BCE 0.6906, bit agreement 0.58); ending the head in an affine-free BatchNorm (as
-    # the same authors' CroVCA head does) makes every bit balanced from the first step (BCE
-    # 0.5345, bit agreement 0.76, bit entropy 0.996) at the same k-NN (0.553 vs 0.557, random
-    # floor 0.490). See notebooks/01_binary_channel.ipynb and the README's conventions.
-    "synthetic-toy": dict(
-        dataset="synthetic", backbone="convnet-small", image_size=32, global_size=32,
-        train_subset=2048, n_bits=64, head_hidden_dim=512, head_norm="batchnorm", epochs=6,
-        batch_size=128,
-        lr=2e-3, lr_end=1e-4, warmup_epochs=1, momentum=0.99, eval_every=2, log_every=8,
-        clip_grad_mode="global",  # chosen by the CPU recipe study
-        # The coding rate on the student's outputs for every method, as before issue 11, while
-        # the CPU recipe study runs (SimDINO's own default is student_teacher_mean).
-        coding_rate_input="student",
-    ),
-    # Toy CIFAR-10 on a laptop CPU: a subset and a small convnet so 4 methods fit in ~20 minutes.
-    "cifar-toy": dict(
-        dataset="cifar10", backbone="convnet-small", image_size=32, global_size=32,
-        train_subset=10000, test_subset=2000, n_bits=128, head_hidden_dim=512, epochs=5,
-        batch_size=256, lr=2e-3, lr_end=1e-4, warmup_epochs=1, momentum=0.99, eval_every=1,
-        clip_grad_mode="global",  # chosen by the CPU recipe study
-        coding_rate_input="student",  # as in synthetic-toy
-    ),
-    # CIFAR-10 on one GPU: ResNet-18 with a CIFAR stem, 2 x 32 px views, AdamW at batch 512
-    # (the recipe of the CIFAR study in issue 7; see notebooks/05_full_cifar_gpu.ipynb). Gradient
-    # clipping 1 per parameter, the paper's convention (the Config default).
-    "cifar-full": dict(
-        dataset="cifar10", backbone="resnet18-cifar", image_size=32, global_size=32,
-        n_bits=256, epochs=200, batch_size=512, lr=2e-3, lr_end=1e-4, warmup_epochs=10,
-        weight_decay=0.04, weight_decay_end=0.4, momentum=0.99, eval_every=10, log_every=50,
-    ),
-    # The paper's ImageNet-1k protocol: ViT-B/16, 100 epochs, batch 256, K = 256, beta = 0.1,
-    # head reset every 10 epochs, grad clip 1 per parameter (DINO's clip_gradients, which SimDINO
-    # keeps), final lr 5e-5, 2 x 224 + 10 x 96 crops, SimDINO's defaults otherwise (lr 5e-4 x
-    # 256/256, 10 warmup epochs, wd 0.04 -> 0.4, EMA 0.996 -> 1, drop path 0.1 in the student
-    # only). coding_rate_weight is left to the method (0.1 for bits, SimDINO's 1 for simdino).
-    "imagenet-paper": _IMAGENET_PAPER,
-    # The SimDINO baseline under the paper's protocol, with SimDINO's own method defaults
-    # (RobinWu218/SimDINO simdino/main_dino.py and its README's ViT-B/16 command): coding-rate
-    # weight 1 (--coeff 1), eps 0.05 (--eps 0.05), the rate on the mean of the student's and the
-    # teacher's normalised outputs (--expa_type 1), no head resets (the paper: resets make SimDINO
-    # diverge). SimDINO's head has no prototype layer, so nothing is frozen. Its default
-    # --reduce_cov 0 is coding_rate_scope="per_process"; the preset keeps "global" so that the
-    # run does not depend on the number of GPUs: set per_process to match a SimDINO run on as
-    # many GPUs. SimDINO's own clip_grad (3.0) and min_lr (1e-6) are not used: the preset keeps
-    # the paper's protocol, which does not say its baselines changed them.
-    "imagenet-paper-simdino": {
-        **_IMAGENET_PAPER, "method": "simdino", "reinit_every": 0, "coding_rate_weight": 1.0,
-        "eps": 0.05, "coding_rate_input": "student_teacher_mean",
-    },
-    # The DINO baseline under the paper's protocol, with DINO's own method defaults
-    # (facebookresearch/dino main_dino.py, used as is by its README's vit_base command): 65536
-    # prototypes behind a 256-d bottleneck, the last layer frozen for the first epoch, teacher
-    # temperature 0.04 throughout (the README's 0.04 -> 0.07 over 30 epochs is its "boosting"
-    # recipe for ViT-S over 300 epochs), student temperature 0.1, center momentum 0.9, no head
-    # resets. As for SimDINO, DINO's clip_grad 3.0 and min_lr 1e-6 give way to the protocol's.
-    "imagenet-paper-dino": {
-        **_IMAGENET_PAPER, "method": "dino", "reinit_every": 0, "n_prototypes": 65536,
-        "head_bottleneck_dim": 256, "head_hidden_dim": 2048, "freeze_last_layer_epochs": 1,
-        "teacher_temp": 0.04, "teacher_temp_warmup": 0.04, "teacher_temp_warmup_epochs": 0,
-        "student_temp": 0.1, "center_momentum": 0.9,
-    },
-}
-
-
 def make_config(preset: str | None = None, **overrides) -> Config:
-    """The Config of a named preset with `overrides` applied (no preset: the defaults)."""
+    """The Config of a named preset (`presets.PRESETS`) with `overrides` applied.
+
+    No preset: the defaults with `overrides`. Unknown names are refused, as by `Config.from_dict`.
+    """
     if preset is None:
         return Config.from_dict(overrides)
     if preset not in PRESETS:

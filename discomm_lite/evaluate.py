@@ -1,4 +1,4 @@
-"""Evaluation of frozen features and binary codes: k-NN, linear probe, retrieval mAP, geometry.
+"""Evaluation of frozen features and binary codes by neighbours: k-NN and retrieval mAP.
 
 Every function computes on the device of its inputs and returns plain Python floats (or tensors
 where stated), so results go straight into a metrics record. Accuracies and mAP are fractions in
@@ -28,7 +28,7 @@ KNN_PROTOCOLS: dict[str, dict[str, float]] = {
 _MIB = 2**20
 
 
-def _as_float(x: Tensor) -> Tensor:
+def as_float(x: Tensor) -> Tensor:
     """Promote ints, bools and half precision to float32; keep float64 as is."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
@@ -38,7 +38,7 @@ def _rows_per_chunk(bytes_per_row: int, memory_budget_mb: float) -> int:
     return max(1, int(memory_budget_mb * _MIB // max(bytes_per_row, 1)))
 
 
-def _check_pair(feats: Tensor, labels: Tensor, name: str) -> None:
+def check_pair(feats: Tensor, labels: Tensor, name: str) -> None:
     """Raise a readable error unless ``feats`` is (N, D) with N >= 1 and ``labels`` has N rows."""
     if feats.ndim != 2 or len(feats) == 0:
         raise ValueError(f"{name} must be a non-empty 2-D tensor (N, D); got {tuple(feats.shape)}.")
@@ -113,10 +113,10 @@ def knn_classify(
         {"top1", "top5"}: fractions of test items whose label is the first class, or among the
         first min(5, n_classes) classes.
     """
-    _check_pair(train_feats, train_labels, "train_feats")
-    _check_pair(test_feats, test_labels, "test_feats")
-    train = F.normalize(_as_float(train_feats), dim=1)
-    test = F.normalize(_as_float(test_feats).to(train.device), dim=1)
+    check_pair(train_feats, train_labels, "train_feats")
+    check_pair(test_feats, test_labels, "test_feats")
+    train = F.normalize(as_float(train_feats), dim=1)
+    test = F.normalize(as_float(test_feats).to(train.device), dim=1)
     train_labels = train_labels.to(train.device, torch.long)
     test_labels = test_labels.to(train.device, torch.long)
     if n_classes is None:
@@ -171,95 +171,6 @@ def evaluate_knn(
     return results
 
 
-def linear_probe(
-    train_feats: Tensor,
-    train_labels: Tensor,
-    test_feats: Tensor,
-    test_labels: Tensor,
-    *,
-    epochs: int = 100,
-    lr: float = 1e-3,
-    weight_decay: float = 1e-4,
-    batch_size: int = 1024,
-    seed: int = 0,
-    n_classes: int | None = None,
-) -> dict[str, float]:
-    """Multinomial logistic regression on frozen, standardised features: the fast linear proxy.
-
-    A proxy for the linear probing the paper reports: it trains on features extracted once from
-    un-augmented, center-cropped images, so it takes seconds, but it is not DINO's protocol
-    (eval_linear.py: SGD on random-resized, flipped crops through the frozen backbone, 100
-    epochs), which ``features.dino_linear_probe`` follows. Compare its numbers with each other,
-    not with the paper's.
-
-    Features are standardised with the train set's mean and standard deviation, so the probe
-    is invariant to a per-dimension affine rescaling of the features. The weights start at zero
-    and are fitted by Adam on mini-batches (``batch_size >= N`` is full-batch gradient descent)
-    with a cosine-decayed learning rate, minimising cross-entropy + weight_decay / 2 * ||W||^2
-    (the bias is not penalised). The only randomness is the batch order, drawn from ``seed``, so
-    the result is deterministic for a seed. It trains even when called under ``torch.no_grad()``
-    or ``torch.inference_mode()``.
-
-    Args:
-        train_feats: (N, D) features to fit on.
-        train_labels: (N,) integer labels.
-        test_feats: (M, D) features to evaluate.
-        test_labels: (M,) integer labels.
-        epochs: passes over the train set.
-        lr: peak Adam learning rate.
-        weight_decay: L2 penalty coefficient on the weights.
-        batch_size: mini-batch size.
-        seed: seed of the batch order.
-        n_classes: number of classes; default 1 + the largest label seen.
-
-    Returns:
-        {"linear_top1": test accuracy, "linear_train_top1": train accuracy}.
-    """
-    _check_pair(train_feats, train_labels, "train_feats")
-    _check_pair(test_feats, test_labels, "test_feats")
-    x_train = _as_float(train_feats)
-    device = x_train.device
-    x_test = _as_float(test_feats).to(device)
-    y_train = train_labels.to(device, torch.long)
-    y_test = test_labels.to(device, torch.long)
-    if n_classes is None:
-        n_classes = 1 + int(max(y_train.max(), y_test.max()))
-    mean = x_train.mean(dim=0)
-    std = x_train.std(dim=0, correction=0).clamp_min(1e-8)  # constant dims become 0, not inf
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-
-    n, dim = x_train.shape
-    steps_per_epoch = math.ceil(n / batch_size)
-    total_steps = max(1, epochs * steps_per_epoch)
-    generator = torch.Generator().manual_seed(seed)
-    # The features may come from an inference_mode / no_grad evaluation block; the probe trains.
-    with torch.inference_mode(False), torch.enable_grad():
-        weight = torch.zeros(n_classes, dim, dtype=x_train.dtype, device=device, requires_grad=True)
-        bias = torch.zeros(n_classes, dtype=x_train.dtype, device=device, requires_grad=True)
-        optimizer = torch.optim.Adam([weight, bias], lr=lr)
-        # Gathering each batch into one reused buffer avoids a fresh allocation per step, which
-        # on CPU costs more than the step itself.
-        x_batch = torch.empty(min(batch_size, n), dim, dtype=x_train.dtype, device=device)
-        step = 0
-        for _ in range(epochs):
-            order = torch.randperm(n, generator=generator).to(device)
-            for batch in order.split(batch_size):
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-                inputs = torch.index_select(x_train, 0, batch, out=x_batch[: len(batch)])
-                logits = inputs @ weight.T + bias  # (batch, n_classes)
-                loss = F.cross_entropy(logits, y_train[batch])
-                loss = loss + 0.5 * weight_decay * weight.square().sum()
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                step += 1
-    with torch.no_grad():
-        train_hits = int(((x_train @ weight.T + bias).argmax(dim=1) == y_train).sum())
-        test_hits = int(((x_test @ weight.T + bias).argmax(dim=1) == y_test).sum())
-    return {"linear_top1": test_hits / len(y_test), "linear_train_top1": train_hits / n}
-
-
 def _relevance(query_labels: Tensor, database_labels: Tensor) -> Tensor:
     """(M, N) bool: same class for (M,)/(N,) labels; at least one shared label for multi-hot."""
     if query_labels.ndim == 1:
@@ -312,12 +223,12 @@ def retrieval_map(
         database, database_labels = query, query_labels
     elif database_labels is None:
         raise ValueError("database_labels is required when a database is given.")
-    _check_pair(query, query_labels, "query")
-    _check_pair(database, database_labels, "database")
+    check_pair(query, query_labels, "query")
+    check_pair(database, database_labels, "database")
     device = query.device
     if metric == "cosine":
-        query = F.normalize(_as_float(query), dim=1)
-        database = F.normalize(_as_float(database).to(device), dim=1)
+        query = F.normalize(as_float(query), dim=1)
+        database = F.normalize(as_float(database).to(device), dim=1)
     else:
         query, database = as_bits(query), as_bits(database.to(device))
     query_labels = query_labels.to(device)
@@ -395,53 +306,4 @@ def map_vs_bits(
             database_labels, metric="hamming", k=k, memory_budget_mb=memory_budget_mb,
         )["map"]
         for b in kept
-    }
-
-
-def spectrum(feats: Tensor) -> Tensor:
-    """Eigenvalues of the feature covariance, largest first (the spectrum behind paper Table 2).
-
-    Args:
-        feats: (N, D) features, N >= 2.
-
-    Returns:
-        (D,) float64 eigenvalues in decreasing order, on the device of ``feats``; the tiny
-        negative values that round-off produces for a singular covariance are clamped to 0.
-    """
-    if feats.ndim != 2 or len(feats) < 2:
-        raise ValueError(f"spectrum needs (N, D) features with N >= 2; got {tuple(feats.shape)}.")
-    centred = feats.double() - feats.double().mean(dim=0)
-    covariance = centred.T @ centred / (len(feats) - 1)  # (D, D)
-    return torch.linalg.eigvalsh(covariance).flip(0).clamp_min(0)
-
-
-def geometry(feats: Tensor) -> dict[str, float | list[float]]:
-    """Effective dimension, effective rank and explained variance of features (paper Table 2).
-
-    With l the covariance eigenvalues: effective_dim = (sum l)^2 / sum l^2 (participation ratio)
-    and effective_rank = exp(H(l / sum l)), H the Shannon entropy in nats (Roy & Vetterli 2007).
-    Both equal D for isotropic features and r for features spanning r equal directions. Fully
-    collapsed features (zero covariance) give 0 for both and an explained variance of ones.
-
-    Args:
-        feats: (N, D) features, N >= 2.
-
-    Returns:
-        {"effective_dim": float, "effective_rank": float, "explained_variance": list of D
-        cumulative explained-variance ratios, the i-th for the first i + 1 components}.
-    """
-    eigenvalues = spectrum(feats)
-    total = eigenvalues.sum()
-    if total == 0:
-        return {
-            "effective_dim": 0.0,
-            "effective_rank": 0.0,
-            "explained_variance": [1.0] * len(eigenvalues),
-        }
-    p = eigenvalues / total
-    entropy = -torch.where(p > 0, p * p.log(), 0.0).sum()
-    return {
-        "effective_dim": float(total**2 / eigenvalues.square().sum()),
-        "effective_rank": float(entropy.exp()),
-        "explained_variance": (eigenvalues.cumsum(0) / total).tolist(),
     }

@@ -12,11 +12,12 @@ from torch import nn
 from discomm_lite.checkpoint import load_checkpoint, load_model
 from discomm_lite.config import Config
 from discomm_lite.data import ImageFolderDataset
-from discomm_lite.evaluate import evaluate_knn, geometry, linear_probe, map_vs_bits, retrieval_map
+from discomm_lite.evaluate import evaluate_knn, map_vs_bits, retrieval_map
 from discomm_lite.features import dino_linear_probe, extract_features
 from discomm_lite.language import language_summary
 from discomm_lite.methods import get_method
 from discomm_lite.pipeline import load_splits
+from discomm_lite.probes import geometry, linear_probe
 
 SELF_SEARCH = ("self-search: each test image queries the rest of the test set (a proxy; the "
                "paper searches a separate database, the FFPQ retrieval split)")

@@ -10,14 +10,12 @@ from discomm_lite.evaluate import (
     KNN_PROTOCOLS,
     as_bits,
     evaluate_knn,
-    geometry,
     hamming_distance,
     knn_classify,
-    linear_probe,
     map_vs_bits,
     retrieval_map,
-    spectrum,
 )
+from discomm_lite.probes import geometry, linear_probe, spectrum
 
 
 def _generator(seed):

@@ -13,8 +13,8 @@ PACKAGE = Path(discomm_lite.__file__).parent
 MODULES = sorted(m.name for m in pkgutil.walk_packages([str(PACKAGE)], "discomm_lite."))
 # Modules the Config, the CLI and the run log need: they must not pull in torch.
 LIGHT = ("discomm_lite", "discomm_lite.config", "discomm_lite.choices", "discomm_lite.methods",
-         "discomm_lite.view_spec", "discomm_lite.runlog", "discomm_lite.schedules",
-         "discomm_lite.cli")
+         "discomm_lite.presets", "discomm_lite.view_spec", "discomm_lite.runlog",
+         "discomm_lite.schedules", "discomm_lite.cli")
 HEAVY = ("torch", "torchvision", "numpy", "timm", "PIL")
 # The one cycle left, through imports inside functions: sweep.notebook_parameters imports
 # notebook.assigned_names, and notebook's lab helpers import sweep.grid_points and run_name.
