@@ -30,6 +30,7 @@ class Backbone(nn.Module):
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
+        """(N, 3, H, W) RGB in [0, 1] -> (N, D) features."""
         return self.net((images - self.mean) / self.std)
 
 
@@ -51,6 +52,7 @@ class ConvNetSmall(nn.Module):
         self.num_features = in_ch
 
     def forward(self, x: Tensor) -> Tensor:
+        """(N, 3, H, W) normalised images -> (N, 256) globally average-pooled features."""
         return self.features(x).mean(dim=(2, 3))  # (N, C) global average pool
 
 

@@ -103,6 +103,7 @@ def check_compatible(saved: dict, config: Config, path: Path | str) -> None:
 
 
 def rng_state() -> dict:
+    """Every random generator's state (torch, Python, NumPy, CUDA), for a checkpoint."""
     state = {"torch": torch.get_rng_state(), "python": random.getstate(),
              "numpy": np.random.get_state()}
     if torch.cuda.is_available():
@@ -111,6 +112,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore the generators from `rng_state()`, so a resumed run draws the same numbers."""
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])

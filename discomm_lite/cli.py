@@ -48,6 +48,7 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m discomm_lite`; `train`'s options are the Config's fields."""
     parser = argparse.ArgumentParser(
         prog="python -m discomm_lite",
         description="BITS: self-supervised learning as discrete communication (arXiv 2602.09764).",
@@ -99,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
+    """`--grid` items NAME=V1,V2,... as {name: [values]}, each value of the field's type."""
     grid = {}
     for item in items:
         name, sep, values = item.partition("=")
@@ -111,6 +113,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; return the exit status (2 with a one-line message for bad input)."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":

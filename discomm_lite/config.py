@@ -157,6 +157,7 @@ class Config:
 
     # ---- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:
+        """Every field by name: what config.json, checkpoints and metrics files record."""
         return dataclasses.asdict(self)
 
     @classmethod
@@ -166,18 +167,22 @@ class Config:
         return cls(**values)
 
     def replace(self, **changes) -> Config:
+        """A copy with `changes` (validated again); unknown names are refused."""
         check_field_names(changes)
         return dataclasses.replace(self, **changes)
 
     def save(self, path: str | Path) -> None:
+        """Write the config as JSON to `path` (a run folder's config.json)."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | Path) -> Config:
+        """The Config saved at `path` by `save`."""
         return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 def field_names() -> tuple[str, ...]:
+    """The Config's field names, in declaration order."""
     return tuple(f.name for f in fields(Config))
 
 
@@ -198,6 +203,7 @@ def optional_fields() -> frozenset[str]:
 
 
 def check_field_names(values: dict) -> None:
+    """Raise ValueError, listing the accepted names, if `values` holds a name not a field."""
     unknown = sorted(set(values) - set(field_names()))
     if unknown:
         raise ValueError(

@@ -16,18 +16,22 @@ from torch import Tensor
 
 
 def is_distributed() -> bool:
+    """Whether a torch.distributed process group is running."""
     return dist.is_available() and dist.is_initialized()
 
 
 def world_size() -> int:
+    """The number of processes (1 without a process group)."""
     return dist.get_world_size() if is_distributed() else 1
 
 
 def rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if is_distributed() else 0
 
 
 def is_main_process() -> bool:
+    """Whether this process writes files and logs (rank 0)."""
     return rank() == 0
 
 
@@ -78,6 +82,7 @@ def setup_from_env(device: str = "auto") -> torch.device:
 
 
 def barrier() -> None:
+    """Wait for every process (a no-op without a process group)."""
     if is_distributed():
         dist.barrier()
 

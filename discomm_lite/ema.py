@@ -10,6 +10,9 @@ from torch import nn
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """teacher <- momentum * teacher + (1 - momentum) * student, over parameters only.
 
+    The teacher update of DINO's train_one_epoch (facebookresearch/dino main_dino.py), as one
+    `_foreach_lerp_` (lightly's update_momentum, fused).
+
     Buffers (BatchNorm running statistics) are the teacher's own: it runs in train mode on its
     views, as in DINO, so they track its own activations. momentum 1 keeps the teacher, 0 copies.
     """

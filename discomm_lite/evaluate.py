@@ -188,7 +188,7 @@ def retrieval_map(
     k: int | None = None,
     memory_budget_mb: float = 256.0,
 ) -> dict[str, float]:
-    """Mean average precision of ranking a database for each query (the paper's retrieval mAP).
+    """Mean average precision of ranking a database for each query (paper Sec. 5.1, mAP@ALL).
 
     Ranking: by decreasing cosine similarity (``metric="cosine"``) or increasing Hamming distance
     between {0, 1} codes (``metric="hamming"``). Ties are broken deterministically by a stable sort:
@@ -278,7 +278,7 @@ def map_vs_bits(
     k: int | None = None,
     memory_budget_mb: float = 256.0,
 ) -> dict[int, float]:
-    """Hamming retrieval mAP of the codes truncated to their first b bits (paper, Sec. 5).
+    """Hamming retrieval mAP of the codes truncated to their first b bits (paper Sec. 5.5).
 
     As ``retrieval_map`` with ``metric="hamming"``: the codes search ``database`` when given (a
     query/database split), else themselves, each query excluding itself (self-search). Values of

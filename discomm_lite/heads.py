@@ -12,6 +12,8 @@ from discomm_lite.choices import HEAD_NORMS
 class ProjectionHead(nn.Module):
     """DINO's 3-layer MLP, in -> hidden -> hidden -> out_dim, GELU, no prototype layer.
 
+    The head of paper Sec. 5 ("the same three-layer MLP projection head as in DINO").
+
     For BITS the `out_dim = n_bits` outputs are the logits of the K-bit message (bit = logit > 0);
     SimDINO uses the same head and L2-normalises its output in the loss, so the two methods differ
     by their loss alone. `norm="batchnorm"` ends the head with an affine-free BatchNorm1d, like the
@@ -50,11 +52,14 @@ class ProjectionHead(nn.Module):
             self.norm.reset_running_stats()
 
     def forward(self, feats: Tensor) -> Tensor:
+        """(N, in_dim) features -> (N, out_dim) outputs (BITS: bit logits)."""
         return self.norm(self.mlp(feats))
 
 
 class DINOHead(nn.Module):
     """DINO's head: MLP to a bottleneck, L2-normalise, weight-normalised prototype layer.
+
+    facebookresearch/dino vision_transformer.py, DINOHead with norm_last_layer=True.
 
     The prototype layer's weight norm is fixed to 1 (DINO's `norm_last_layer=True`), written as
     cosine similarities between the normalised bottleneck and normalised prototype vectors.
@@ -74,10 +79,12 @@ class DINOHead(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
+        """Re-sample the MLP and the prototypes from their initial distributions."""
         self.projection.reset_parameters()
         nn.init.trunc_normal_(self.prototypes, std=0.02)
 
     def forward(self, feats: Tensor) -> Tensor:
+        """(N, in_dim) features -> (N, P) cosine scores against the P prototypes."""
         z = F.normalize(self.projection(feats), dim=-1)  # (N, bottleneck)
         return z @ F.normalize(self.prototypes, dim=-1).T  # (N, P)
 

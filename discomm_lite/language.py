@@ -1,6 +1,6 @@
 """Analyses of the "binary language": the K-bit codes the teacher's thresholded logits form.
 
-Paper, Sec. 5: how much of the channel the codes use (marginal and 8-bit block entropy), how
+Paper, Sec. 5.5: how much of the channel the codes use (marginal and 8-bit block entropy), how
 redundant the bits are (correlation), what single bits mean (mutual information with labelled
 factors, image galleries) and how the codes are laid out (t-SNE under Hamming distance).
 
@@ -147,7 +147,7 @@ def language_summary(codes: Tensor) -> dict[str, float]:
 def hamming_tsne(
     codes: Tensor, *, perplexity: float = 30.0, seed: int = 0, max_points: int = 2000
 ) -> tuple[Tensor, Tensor]:
-    """2-D t-SNE of codes under Hamming distance (paper, Sec. 5: a ring-like, balanced layout).
+    """2-D t-SNE of codes under Hamming distance (paper Sec. 5.5, Fig. 2: a ring-like layout).
 
     Uses scikit-learn's TSNE on the precomputed (M, M) distance matrix, with random
     initialisation (PCA initialisation needs coordinates). When N > max_points, a random subset of
@@ -196,7 +196,7 @@ def bit_gallery_indices(
     """Pick example items per class with one bit off and on, to see what the bit means.
 
     For a gallery such as "bit 0 separates objects shown with people from objects alone, in
-    every class" (paper, Sec. 5). Items are drawn by one random order of all N items, from
+    every class" (paper Sec. 5.5, Fig. 3). Items are drawn by one random order of all N items, from
     ``seed``, so a cell's choice does not depend on which other classes are requested.
 
     Args:

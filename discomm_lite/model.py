@@ -72,7 +72,10 @@ def _remove_stochastic_depth(model: nn.Module) -> None:
 
 
 def param_groups(model: nn.Module) -> list[dict]:
-    """AdamW groups: weight decay on weights; none on biases, norms and other 1-d parameters."""
+    """AdamW groups: weight decay on weights; none on biases, norms and other 1-d parameters.
+
+    DINO's utils.get_params_groups; each group carries "apply_weight_decay" for the schedule.
+    """
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -85,6 +88,9 @@ def param_groups(model: nn.Module) -> list[dict]:
 def reinit_head(student: MultiCropModel, teacher: MultiCropModel,
                 optimizer: torch.optim.Optimizer, *, policy: str, seed: int) -> None:
     """Re-sample the student head, clear its optimizer state, and apply the teacher policy.
+
+    The paper's periodically randomized heads (Sec. 4.5): the head is drawn again from its
+    initial distribution every `reinit_every` epochs.
 
     policy "copy": the teacher head becomes the new student head, so teacher and student speak
     the same (new) code from the first step, as at the start of training; "keep": the teacher

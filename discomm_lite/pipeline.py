@@ -42,10 +42,12 @@ def epoch_order(n: int, seed: int, epoch: int) -> Tensor:
 
 
 def step_seed(seed: int, step: int) -> int:
+    """The augmentation seed of global step (or sample) `step` of a run seeded with `seed`."""
     return (seed * _EPOCH_STRIDE + step * _STEP_STRIDE) % (2**63)
 
 
 def check_batch(n_images: int, batch_size: int, world_size: int) -> None:
+    """Raise ValueError unless the global batch splits evenly and fits in the training set."""
     if batch_size < world_size or batch_size % world_size:
         raise ValueError(
             f"Config.batch_size = {batch_size} is not valid with {world_size} processes: the "
@@ -114,6 +116,7 @@ class FolderViews:
         self.steps_per_epoch = len(dataset) // batch_size
 
     def epoch(self, epoch: int, start: int = 0) -> Iterator[list[Tensor]]:
+        """Yield this process's views, V tensors (n, 3, S_v, S_v), for steps `start`, ... ."""
         order = epoch_order(len(self.source), self.seed, epoch)
         local = self.batch_size // self.world_size
         keys = [

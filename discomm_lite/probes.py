@@ -105,7 +105,7 @@ def linear_probe(
 
 
 def spectrum(feats: Tensor) -> Tensor:
-    """Eigenvalues of the feature covariance, largest first (the spectrum behind paper Table 2).
+    """Eigenvalues of the feature covariance, largest first (paper Sec. 5.2, Fig. 1 and Tab. 2).
 
     Args:
         feats: (N, D) features, N >= 2.
@@ -122,7 +122,7 @@ def spectrum(feats: Tensor) -> Tensor:
 
 
 def geometry(feats: Tensor) -> dict[str, float | list[float]]:
-    """Effective dimension, effective rank and explained variance of features (paper Table 2).
+    """Effective dimension, effective rank, explained variance of features (paper Sec. 5.2, Tab. 2).
 
     With l the covariance eigenvalues: effective_dim = (sum l)^2 / sum l^2 (participation ratio)
     and effective_rank = exp(H(l / sum l)), H the Shannon entropy in nats (Roy & Vetterli 2007).

@@ -1,4 +1,8 @@
-"""Schedules as pure functions of the global step, so a resumed run continues exactly."""
+"""Schedules as pure functions of the global step, so a resumed run continues exactly.
+
+DINO precomputes the same curves per step (facebookresearch/dino utils.cosine_scheduler); lightly
+writes them as `step -> value` functions, as here.
+"""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ def linear_then_constant(step: int, ramp_steps: int, start: float, end: float) -
 
 
 def reinit_due(epoch: int, reinit_every: int, reinit_at_start: bool = False) -> bool:
-    """Whether the student head is re-initialised at the start of `epoch` (0-based).
+    """Whether the student head is re-initialised at the start of `epoch` (0-based; paper Sec. 4.5).
 
     Every `reinit_every` epochs (never at epoch 0, where the head is fresh anyway), and once at
     epoch 0 when `reinit_at_start` asks for it (adapting a pretrained checkpoint).

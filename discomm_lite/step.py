@@ -64,6 +64,10 @@ def clip_gradients(parameters: Sequence[nn.Parameter], max_norm: float, mode: st
 
 
 def make_optimizer(model: nn.Module, config: Config, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over `param_groups(model)`, as DINO's main_dino.py (factory).
+
+    lr and weight decay are overwritten every step by the schedules (`train_step`).
+    """
     # fused AdamW: one kernel for all parameters on CUDA; not available on CPU.
     return torch.optim.AdamW(param_groups(model), lr=config.lr,
                              weight_decay=config.weight_decay, fused=device.type == "cuda")
@@ -82,11 +86,13 @@ class TrainState:
     step: int = 0
 
     def state_dict(self) -> dict:
+        """Models, optimizer, loss scaler, center and step: a checkpoint without config and RNG."""
         return {"student": self.student.state_dict(), "teacher": self.teacher.state_dict(),
                 "optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
                 "center": self.center, "step": self.step}
 
     def load_state_dict(self, payload: dict) -> None:
+        """Restore everything `state_dict` holds from a checkpoint's payload."""
         self.student.load_state_dict(payload["student"])
         self.teacher.load_state_dict(payload["teacher"])
         self.optimizer.load_state_dict(payload["optimizer"])
@@ -134,6 +140,7 @@ class Forwards:
 
 
 def make_forwards(state: TrainState, config: Config, device: torch.device) -> Forwards:
+    """The step's forwards: the student DDP-wrapped under torchrun, both compiled if asked."""
     model: nn.Module = state.student
     if distributed.is_distributed():
         if device.type == "cuda":
@@ -161,6 +168,7 @@ class StepSchedule:
 
     @classmethod
     def from_config(cls, config: Config, steps_per_epoch: int) -> StepSchedule:
+        """The turning points of `config`'s schedules for epochs of `steps_per_epoch` steps."""
         return cls(steps_per_epoch, config.epochs * steps_per_epoch,
                    config.warmup_epochs * steps_per_epoch,
                    config.teacher_temp_warmup_epochs * steps_per_epoch)
@@ -174,6 +182,9 @@ class StepSchedule:
 def train_step(state: TrainState, views: list[Tensor], config: Config, forward: Forwards,
                schedule: StepSchedule) -> tuple[dict[str, Tensor], dict[str, float]]:
     """One optimisation step on a batch of views; returns (device metrics, schedule values).
+
+    DINO's train_one_epoch (facebookresearch/dino main_dino.py) for one batch; `views` are V
+    tensors (n, 3, S_v, S_v), the first `config.n_global` the global crops.
 
     schedules -> teacher forward on the global views -> student forward on all views -> loss ->
     backward, clip, step -> EMA. Nothing here waits for the device (no `.item()`).

@@ -63,5 +63,6 @@ def save_tensors(dataset: ImageTensorDataset, path: Path) -> None:
 
 
 def load_tensors(path: Path) -> ImageTensorDataset:
+    """The dataset `save_tensors` wrote at `path` (tensors only: weights_only loading)."""
     payload = torch.load(path, weights_only=True)
     return ImageTensorDataset(payload["images"], payload["labels"], payload["classes"])

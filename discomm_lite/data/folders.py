@@ -64,15 +64,18 @@ def scan_split(root: Path, split_dir: Path) -> tuple[list[str], list[tuple[str, 
 
 
 def class_folders(split_dir: Path) -> list[str]:
+    """The sorted names of the (non-hidden) folders in `split_dir`: the classes in label order."""
     return sorted(entry.name for entry in os.scandir(split_dir)
                   if entry.is_dir() and not entry.name.startswith("."))
 
 
 def is_image_name(filename: str) -> bool:
+    """Whether `filename` is a visible file with one of `IMAGE_EXTENSIONS` (any case)."""
     return not filename.startswith(".") and filename.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def check_class_count(classes: list[str], n_classes: int, where: str) -> None:
+    """Raise DataFormatError, naming `where`, unless there are `n_classes` classes."""
     if len(classes) != n_classes:
         raise DataFormatError(
             f"{where} has {len(classes)} class folders, but the dataset has {n_classes} classes."

@@ -18,6 +18,7 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
 
 
 def data_root_setting() -> str:
+    """$DISCOMM_DATA as an error message shows it: its value quoted, or "unset"."""
     value = os.environ.get("DISCOMM_DATA")
     return repr(value) if value else "unset"
 
@@ -29,6 +30,7 @@ def cache_root() -> Path:
 
 
 def make_cache_dir(path: Path) -> None:
+    """Create the cache folder `path`, or say to set DISCOMM_CACHE when it cannot be."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
