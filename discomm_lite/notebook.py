@@ -181,8 +181,9 @@ def show_source(*functions: Callable) -> MarkdownText:
 
 
 def _cell(value, digits: int) -> str:
-    """One table cell: floats rounded, (mean, std) pairs as "m ± s", missing values as "–"."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    """One table cell: floats rounded, (mean, std) pairs as "m ± s" ("–" without a finite
+    mean), None as "–"."""
+    if value is None:
         return "–"
     if isinstance(value, bool):
         return str(value)
@@ -202,8 +203,8 @@ def markdown_table(rows: Mapping | Sequence[Sequence], header: Sequence[str], *,
     Args:
         rows: a list of rows (sequences of cells); or a mapping name -> value (two columns); or
             a mapping name -> record (dict), whose columns are `header[1:]`, read as keys.
-            Floats are rounded to `digits`, a (mean, std) pair is written "mean ± std", None and
-            NaN as "–", and "|" in text is escaped.
+            Floats are rounded to `digits`, a (mean, std) pair is written "mean ± std" ("–" when
+            the mean is NaN: no value), None as "–", and "|" in text is escaped.
         header: the column titles.
 
     Returns:
@@ -273,6 +274,20 @@ def live_plot(keys: tuple[str, ...] = ("loss",), every: int = 1) -> Callable[[di
     return callback
 
 
+def augmented_views(config: Config, images, seed: int = 0) -> list:
+    """The views a run of `config` trains on, cut from `images` (M, 3, H, W) uint8.
+
+    Returns one float (M, 3, S, S) tensor in [0, 1] per view, globals then locals, drawn from
+    `seed` (for `plots.plot_views`).
+    """
+    import torch
+
+    from discomm_lite.augment import make_views
+    from discomm_lite.pipeline import view_spec_from_config
+
+    return make_views(images, view_spec_from_config(config), torch.Generator().manual_seed(seed))
+
+
 def write_image_folder(dataset, root: str | Path, image_size: int | None = None) -> Path:
     """Write an in-memory dataset as an ImageFolder tree of PNGs (`root/<class>/<i>.png`).
 
@@ -294,7 +309,7 @@ def write_image_folder(dataset, root: str | Path, image_size: int | None = None)
     return root
 
 
-def random_init_floor(config: Config) -> dict:
+def random_init_floor(config: Config, device: str = "cpu") -> dict:
     """Every evaluation of the network `config` draws before its first step: the floor.
 
     The same student a run of `config` starts from (the engine seeds torch with `config.seed`
@@ -311,7 +326,7 @@ def random_init_floor(config: Config) -> dict:
     model = make_model(config)
     train_set, test_set = load_splits(config)
     return evaluate_model(model.backbone, train_set, test_set, image_size=config.image_size,
-                          head=model.head)
+                          head=model.head, device=device)
 
 
 # ---- the study's results -------------------------------------------------------------------------
@@ -322,9 +337,9 @@ def study_results(group: str | None = None, results_dir: str | Path = STUDY_RESU
 
     results = load_results(results_dir, group)
     if not results:
-        print(f"No results of the study's group {group!r} in {results_dir}: the tables and "
-              "figures built from them are empty. `python studies/cpu_recipe.py --groups "
-              f"{group or 'all'}` makes them.")
+        which = f"of the study's group {group!r}" if group else "of the study"
+        print(f"No results {which} in {results_dir}: what is built from them is empty. "
+              f"`python studies/cpu_recipe.py --groups {group or 'all'}` makes them.")
     return results
 
 
@@ -438,6 +453,7 @@ class Lab:
         self.floors = [r for r in results if r.get("kind") == "floor" and r.get("eval")]
         self.tried: dict[str, list[LabRun]] = {}  # label -> its runs, in the order tried
         self._floor: dict | None = None
+        self._data_root: str | None = None  # found once, when a setting first trains here
 
     def settings(self, **values: Sequence) -> list[dict]:
         """Every combination of `values` (field -> values), e.g. n_bits x reinit_every.
@@ -478,8 +494,8 @@ class Lab:
                               "precomputed")
         from discomm_lite.suite import evaluate_checkpoint
 
-        config = config.replace(data_root=find_data_root(config.dataset, config.data_root))
-        run = cached_train(config, self.base.out_dir or "runs", progress=False)
+        run = cached_train(config.replace(data_root=self.data_root()), self.base.out_dir or "runs",
+                           progress=False)
         subsets = dict(train_subset=0, test_subset=0) if self.full_evaluation else {}
         checkpoint = Path(run.out_dir) / "checkpoint.pt"
         saved = checkpoint.with_suffix(".eval.json")
@@ -487,8 +503,15 @@ class Lab:
                  else evaluate_checkpoint(checkpoint, write=self.full_evaluation, **subsets))
         return LabRun(setting, seed, run.records, final, "trained here")
 
+    def data_root(self) -> str | None:
+        """Where the settings trained here read their data (`find_data_root`, asked once)."""
+        if self._data_root is None:
+            self._data_root = find_data_root(self.base.dataset, self.base.data_root)
+        return self._data_root
+
     def floor(self) -> dict[str, float]:
-        """The random-init network's final evaluation (mean over the study's floor seeds)."""
+        """The random-init network's final evaluation (mean over the study's floor seeds), with
+        the protocol of the finals: the whole splits, or the run's subsets."""
         if self._floor is None:
             mine = self.base.to_dict()
             floors = [r for r in self.floors
@@ -498,9 +521,9 @@ class Lab:
             else:
                 from discomm_lite.study import evaluate_random_init
 
-                config = self.base.replace(
-                    data_root=find_data_root(self.base.dataset, self.base.data_root))
-                result = evaluate_random_init(config)
+                config = self.base.replace(data_root=self.data_root())
+                result = (evaluate_random_init(config) if self.full_evaluation
+                          else random_init_floor(config))
                 self._floor = {k: result[k] for k in ("knn20_top1", "knn200_top1",
                                                       "linear_top1")}
         return self._floor
