@@ -1,4 +1,6 @@
-"""The notebooks: a parameters cell of Config fields, no logic of their own, and a headless run.
+"""The notebooks: a parameters cell that papermill can set and that refuses what it does not read,
+no logic of their own, questions with answers, outputs that come from a default run of the current
+code, one source for their costs, and a headless run.
 
 Every notebook is executed by papermill in its smoke setting (DISCOMM_SMOKE=1, seconds each) with
 `out_dir` pointing into a temporary folder, and what it leaves there is checked where it is
@@ -11,6 +13,7 @@ first that fails.
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import os
 import re
@@ -21,6 +24,7 @@ import nbformat
 import pytest
 
 from discomm_lite.config import field_names
+from discomm_lite.notebook import NOTEBOOK_PARAMETERS
 
 pytest_plugins = ["pytester"]  # test_nbval_skips_the_cells_after_a_failed_one
 
@@ -36,7 +40,16 @@ STANDIN_NOTE = "Smoke setting: this run uses a small stand-in for CIFAR-10"
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                    "ship", "truck"]
 
-# Logic belongs in the library: cells call it and display what it returns.
+# The notebooks that need GPUs: committed without outputs, with expected results from a source.
+GPU_NOTEBOOKS = {"05_full_cifar_gpu", "07_imagenet"}
+# The notebooks with no equations of their own.
+WITHOUT_EQUATIONS = {"08_sweep"}
+QUESTION = "**Predict, then check ("  # a numbered question
+ANSWER = "<details><summary><b>Answer"
+
+# Logic belongs in the library: cells call it and display what it returns. Cells tagged
+# "exercise" (under a markdown cell that says "Exercise") may define a function: the student's.
+EXERCISE_ALLOWS = {"a function definition"}
 FORBIDDEN = {
     "a function definition": re.compile(r"^\s*(async\s+)?def\s", re.M),
     "a class definition": re.compile(r"^\s*class\s", re.M),
@@ -59,12 +72,24 @@ def by_stem(paths):
     return pytest.mark.parametrize("path", paths, ids=[p.stem for p in paths])
 
 
+def load_execute():
+    """notebooks/execute.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("execute", NOTEBOOK_DIR / "execute.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def tags(cell) -> list[str]:
+    return cell.get("metadata", {}).get("tags", [])
+
+
 def test_the_suite_is_complete():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
 @by_stem(NOTEBOOKS)
-def test_parameters_cell_assigns_config_fields_only(path):
+def test_parameters_cell_assigns_config_fields_and_notebook_parameters_only(path):
     nb = read(path)
     cells = parameters_cells(nb)
     assert len(cells) == 1, f"{path.name}: {len(cells)} cells tagged 'parameters', expected 1"
@@ -79,27 +104,26 @@ def test_parameters_cell_assigns_config_fields_only(path):
             assert isinstance(target, ast.Name), f"{path.name}: assign plain names only"
             names.append(target.id)
         ast.literal_eval(node.value)  # papermill can only override literal values
-    unknown = sorted(set(names) - set(field_names()))
-    assert not unknown, f"{path.name}: {unknown} are not fields of discomm_lite.Config"
+    unknown = sorted(set(names) - set(field_names()) - set(NOTEBOOK_PARAMETERS))
+    assert not unknown, (f"{path.name}: {unknown} are neither fields of discomm_lite.Config nor "
+                         "notebook parameters (discomm_lite.notebook.NOTEBOOK_PARAMETERS)")
     assert len(names) == len(set(names)), f"{path.name}: a parameter is assigned twice"
     assert "out_dir" in names, f"{path.name}: out_dir must be a parameter (tests and sweeps set it)"
     following = nb.cells[nb.cells.index(cell) + 1]
     assert following.cell_type == "code"
-    assert "make_config(" in following.source and "smoke(" in following.source, (
-        f"{path.name}: the cell after the parameters must build the config with "
-        "make_config(...) and smoke(...)")
+    assert "config_from_parameters(" in following.source and "globals()" in following.source \
+        and "smoke(" in following.source, (
+            f"{path.name}: the cell after the parameters must build the config with "
+            "smoke(config_from_parameters(PRESET, globals()), ...)")
+    assert "make_config(" not in following.source
 
 
 @by_stem(NOTEBOOKS)
-def test_notebook_is_saved_clean_and_documented(path):
+def test_notebook_is_documented(path):
     nb = read(path)
     nbformat.validate(nb)
     assert nb.nbformat == 4
     assert nb.metadata["kernelspec"]["name"] == "python3"
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, (
-                f"{path.name}: saved with outputs; clear them before committing")
     first = nb.cells[0]
     assert first.cell_type == "markdown"
     for heading in ("Learning goals", "Cost", "Hardware", "Data"):
@@ -111,13 +135,88 @@ def test_notebook_is_saved_clean_and_documented(path):
 
 
 @by_stem(NOTEBOOKS)
+def test_questions_with_folded_answers_and_equations(path):
+    nb = read(path)
+    markdown = [c.source for c in nb.cells if c.cell_type == "markdown"]
+    questions = sum(text.count(QUESTION) for text in markdown)
+    answers = sum(text.count(ANSWER) for text in markdown)
+    assert 3 <= questions <= 5, f"{path.name}: {questions} '{QUESTION}' questions, expected 3-5"
+    assert answers >= questions, f"{path.name}: {questions} questions but {answers} answers"
+    if path.stem not in WITHOUT_EQUATIONS:
+        assert any("$" in text for text in markdown), f"{path.name}: no LaTeX equation"
+    for i, cell in enumerate(nb.cells):  # an answer comes after the question it answers
+        if cell.cell_type == "markdown" and ANSWER in cell.source:
+            before = "".join(c.source for c in nb.cells[:i] if c.cell_type == "markdown")
+            assert before.count(QUESTION) >= before.count(ANSWER) + cell.source.count(ANSWER), (
+                f"{path.name}, cell {i}: an answer before its question")
+
+
+@by_stem(NOTEBOOKS)
 def test_no_logic_in_cells(path):
-    for i, cell in enumerate(read(path).cells):
+    cells = read(path).cells
+    for i, cell in enumerate(cells):
         if cell.cell_type != "code":
             continue
+        exercise = "exercise" in tags(cell)
+        if exercise:
+            assert "Exercise" in cells[i - 1].source, (
+                f"{path.name}, cell {i}: an exercise cell must follow a markdown cell that says "
+                "'Exercise' and what to do")
         for what, pattern in FORBIDDEN.items():
+            if exercise and what in EXERCISE_ALLOWS:
+                continue
             assert not pattern.search(cell.source), (
                 f"{path.name}, cell {i}: {what} — put it in the library and call it from here")
+
+
+def test_the_exercise_rule_exempts_only_tagged_cells():
+    definition = "def my_bce(s, z):\n    return s"
+    assert FORBIDDEN["a function definition"].search(definition)
+    assert EXERCISE_ALLOWS == {"a function definition"}  # a backward pass stays forbidden
+
+
+# ---- executed copies and costs -----------------------------------------------------------------
+def test_outputs_come_from_a_default_run_of_the_current_code_and_costs_agree():
+    execute = load_execute()
+    assert execute.check() == []
+    costs = execute.load_costs()
+    for path in NOTEBOOKS:
+        nb = read(path)
+        record = execute.execution_of(nb)
+        if path.stem in GPU_NOTEBOOKS:
+            assert record is None and "Expected results" in nb.cells[0].source, (
+                f"{path.name}: a GPU notebook states its expected results and their source")
+            continue
+        if record is None:
+            continue  # not executed yet: no outputs at all (check() says so otherwise)
+        assert "default" in costs[path.stem], f"{path.name}: executed but its cost is not kept"
+        note = [c for c in nb.cells if execute.NOTE_TAG in tags(c)]
+        assert [c.source for c in note] == [execute.execution_note(record)]
+        assert nb.cells[-1].outputs, f"{path.name}: the summary cell of the executed copy is empty"
+        assert "<!-- from-run:" not in "".join(c.source for c in nb.cells), (
+            f"{path.name}: executed, but its prose still has numbers to fill from the run")
+        for cell in nb.cells:  # small images keep the repository light
+            for out in cell.get("outputs", []):
+                assert len(out.get("data", {}).get("image/png", "")) < 200_000, path.name
+
+
+def test_a_notebook_whose_code_changed_must_be_re_executed(tmp_path, monkeypatch):
+    execute = load_execute()
+    executed = [p for p in NOTEBOOKS if execute.execution_of(read(p))]
+    assert executed, "no notebook is committed with the outputs of a default run"
+    copy = tmp_path / executed[0].name
+    nb = read(executed[0])
+    next(c for c in nb.cells if c.cell_type == "code").source += "\n# edited"
+    nbformat.write(nb, copy)
+    shutil.copy(NOTEBOOK_DIR / "costs.json", tmp_path / "costs.json")
+    monkeypatch.setattr(execute, "HERE", tmp_path)
+    monkeypatch.setattr(execute, "COSTS", tmp_path / "costs.json")
+    problems = execute.check()
+    assert f"re-run notebooks/execute.py {executed[0].stem}" in " ".join(problems)
+    nb.cells[-1].outputs = []  # outputs without a record of their run are refused too
+    del nb.metadata["discomm_execution"]
+    nbformat.write(nb, copy)
+    assert any("no default run" in p for p in execute.check())
 
 
 # ---- headless execution ------------------------------------------------------------------------
@@ -200,10 +299,16 @@ def check_02(nb, run):
 
 
 def check_03(nb, run):
-    dirs = cached_run_dirs(run)
-    assert len(dirs) == 3  # the three default settings
-    assert {json.loads((d / "config.json").read_text())["coding_rate_weight"] for d in dirs} == {
-        0.0, 0.1}
+    configs = [json.loads((d / "config.json").read_text()) for d in cached_run_dirs(run)]
+    # Smoke: no study run matches the shrunk base, so every setting trains here, one seed each:
+    # 2 x 2 of capacity x resets, 2 coding-rate weights, and cosine (bce is the base).
+    assert len(configs) == 8 and {c["seed"] for c in configs} == {0}
+    assert {(c["n_bits"], c["reinit_every"]) for c in configs} >= {
+        (32, 0), (32, 2), (64, 0), (64, 2)}
+    assert {c["coding_rate_weight"] for c in configs} >= {0.0, 0.03, 0.1}
+    assert {c["agreement"] for c in configs} == {"bce", "cosine"}
+    assert "k-NN" in output_text(nb) or any(
+        "image/png" in out.get("data", {}) for c in nb.cells for out in c.get("outputs", []))
 
 
 def check_04(nb, run):
@@ -230,6 +335,14 @@ def check_06(nb, run):
     assert first["kind"] == "reinit" and first["step"] == 0
     assert len(list((run / "target" / "train").glob("*/*.png"))) == config["train_subset"]
     assert sorted(p.name for p in (run / "target" / "val").iterdir()) == CIFAR10_CLASSES
+    # The control: the same budget on the same target, from random initialisation.
+    (control,) = cached_run_dirs(run / "control")
+    control_config = json.loads((control / "config.json").read_text())
+    assert control_config["pretrained"] is None and not control_config["reinit_at_start"]
+    same = {k: v for k, v in config.items() if k not in ("pretrained", "reinit_at_start",
+                                                        "out_dir")}
+    assert all(control_config[k] == v for k, v in same.items())
+    assert "adaptation's margin (adapted - control)" in output_text(nb)
 
 
 def check_07(nb, run):
@@ -279,6 +392,32 @@ def test_missing_dataset_stops_with_the_library_message(tmp_path, smoke_env, mon
     assert not (tmp_path / "run").exists()  # stopped before anything trained
 
 
+@pytest.mark.slow
+def test_a_parameter_the_notebook_does_not_read_is_refused(tmp_path, smoke_env):
+    from papermill.exceptions import PapermillExecutionError
+
+    path = NOTEBOOK_DIR / "01_binary_channel.ipynb"
+    with pytest.raises(PapermillExecutionError) as typo:
+        execute(path, tmp_path, n_bit=64)  # a typo of n_bits
+    assert typo.value.ename == "ValueError" and "'n_bit'" in typo.value.evalue
+    with pytest.raises(PapermillExecutionError) as unread:
+        execute(path, tmp_path, lr=0.1)  # a Config field 01 never reads
+    assert "'lr'" in unread.value.evalue and "parameters cell does not assign" in (
+        unread.value.evalue)
+    # A parameter the notebook reads, and the switch of 07 that is not a Config field.
+    assert "K = 8 bits" in output_text(execute(path, tmp_path, n_bits=8))
+
+
+def test_a_sweep_over_a_name_the_notebook_does_not_read_is_refused(tmp_path):
+    from discomm_lite.sweep import run_sweep
+
+    with pytest.raises(ValueError, match=r"\['lr'\] for 00_quickstart.ipynb"):
+        run_sweep(NOTEBOOK_DIR / "00_quickstart.ipynb", {"lr": [1e-3, 1e-2]}, tmp_path / "out")
+    with pytest.raises(ValueError, match=r"\['grid'\] for 03_ablation_lab.ipynb"):
+        run_sweep(NOTEBOOK_DIR / "03_ablation_lab.ipynb", {"grid": [{}]}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 # ---- nbval: one failure per broken notebook ----------------------------------------------------
 
 
@@ -307,3 +446,19 @@ def test_nbval_skips_the_cells_after_a_failed_one(pytester):
     hooked.stdout.fnmatch_lines(["*ZeroDivisionError*",
                                  "SKIPPED*Cell 1 of this notebook failed*"])
     assert "NameError" not in hooked.stdout.str()
+
+
+def test_the_knobs_the_issue_named_are_settable_by_papermill():
+    settable = {path.stem: set(notebook_names(path)) for path in NOTEBOOKS}
+    assert {"compile", "head_norm"} <= settable["05_full_cifar_gpu"]
+    assert {"compile", "launch_here"} <= settable["07_imagenet"]
+    assert {"grid", "jobs"} <= settable["08_sweep"]
+    assert "seeds" in settable["03_ablation_lab"]
+    for stem in ("00_quickstart", "02_toy_cifar_cpu", "03_ablation_lab", "04_binary_language"):
+        assert "head_norm" in settable[stem], stem
+
+
+def notebook_names(path: Path) -> list[str]:
+    from discomm_lite.sweep import notebook_parameters
+
+    return notebook_parameters(path)
