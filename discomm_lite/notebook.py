@@ -9,7 +9,6 @@ the smoke setting needs no download.
 
 from __future__ import annotations
 
-import ast
 import hashlib
 import json
 import math
@@ -100,16 +99,6 @@ def find_data_root(dataset: str, data_root: str | None = None) -> str | None:
 
 
 # ---- parameters ----------------------------------------------------------------------------------
-def assigned_names(source: str) -> list[str]:
-    """The names a cell's top-level assignments bind, in order (a parameters cell's parameters)."""
-    names = []
-    for node in ast.parse(source).body:
-        targets = node.targets if isinstance(node, ast.Assign) else (
-            [node.target] if isinstance(node, ast.AnnAssign) else [])
-        names.extend(t.id for t in targets if isinstance(t, ast.Name))
-    return names
-
-
 def injected_parameters(history: Sequence[str] | None) -> tuple[list[str], list[str]]:
     """(injected, declared): the names papermill injected and those of the parameters cell.
 
@@ -117,6 +106,8 @@ def injected_parameters(history: Sequence[str] | None) -> tuple[list[str], list[
     injected cell (first line "# Parameters") right after the notebook's parameters cell, so
     that cell is the one before it. Without an injected cell (Jupyter, nbval) both are empty.
     """
+    from discomm_lite.sweep import assigned_names
+
     history = list(history or [])
     for i in range(len(history) - 1, 0, -1):
         if history[i].lstrip().startswith(_INJECTED_MARKER):

@@ -8,6 +8,7 @@ parameters and last evaluation record.
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import os
@@ -49,14 +50,22 @@ def _execute(notebook: str, run_dir: str, parameters: dict) -> dict:
                 "traceback": traceback.format_exc(limit=3)}
 
 
+def assigned_names(source: str) -> list[str]:
+    """The names a cell's top-level assignments bind, in order (a parameters cell's parameters)."""
+    names = []
+    for node in ast.parse(source).body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) else [])
+        names.extend(t.id for t in targets if isinstance(t, ast.Name))
+    return names
+
+
 def notebook_parameters(notebook: str | Path) -> list[str]:
     """The names the notebook's `parameters` cell assigns: the only ones a run can set.
 
     Raises ValueError when the notebook has no cell tagged "parameters" (papermill would inject
     the values at the top, where the notebook's own assignments overwrite them).
     """
-    from discomm_lite.notebook import assigned_names
-
     nb = nbformat.read(notebook, as_version=4)
     cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
     if len(cells) != 1:
