@@ -5,11 +5,12 @@
     python notebooks/execute.py --costs               # rewrite the Cost lines and README's table
     python notebooks/execute.py --check               # what the tests check: everything agrees
 
-A default run executes a notebook through papermill exactly as `jupyter` would (kernel in
-notebooks/, its own parameters, no smoke setting) and saves its outputs into notebooks/NAME.ipynb,
-with the machine, date, wall time, library version and a hash of its code cells in the notebook's
-metadata and in a note under its title. A smoke measurement executes it with DISCOMM_SMOKE=1 into
-a temporary folder and changes nothing but the cost table.
+A default run executes a notebook through papermill as `jupyter` would (its own parameters, no
+smoke setting; CIFAR-10 from $DISCOMM_DATA) and saves its outputs into notebooks/NAME.ipynb, with
+the machine, date, wall time, library version and a hash of its code cells in the notebook's
+metadata and in a note under its title. A smoke measurement executes it with DISCOMM_SMOKE=1 and
+changes nothing but the cost table. Both start their kernel in a fresh temporary folder beside
+copies of the notebooks, so no run cached by an earlier execution shortens a measurement.
 
 notebooks/costs.json is the single source of every cost figure: the "Cost" line in each
 notebook's first cell and the stage table of README.md are generated from it (`--costs` runs after
@@ -24,6 +25,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,10 +74,12 @@ UNMEASURED = {
 
 # ---- what the notebooks hold -------------------------------------------------------------------
 def notebook_path(name: str) -> Path:
+    """notebooks/NAME.ipynb."""
     return HERE / f"{name}.ipynb"
 
 
 def notebook_names() -> list[str]:
+    """Every notebook of the suite, by name ("00_quickstart", ...)."""
     return sorted(p.stem for p in HERE.glob("*.ipynb"))
 
 
@@ -119,6 +123,7 @@ def library_version() -> str:
     from importlib.metadata import version
 
     def git(*args: str) -> str:
+        """The output of a git command in this checkout."""
         return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True).stdout
 
     commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
@@ -135,23 +140,31 @@ def _torch_version() -> str:
 # ---- running -----------------------------------------------------------------------------------
 def _papermill(source: Path, output: Path, *, smoke: bool, parameters: dict | None = None
                ) -> float:
-    """Execute `source` into `output` with papermill in notebooks/; returns the wall time."""
+    """Execute `source` into `output` with papermill; returns the wall time.
+
+    The kernel starts in a fresh folder holding a copy of every notebook (notebook 08 sweeps
+    00 by its file name): the notebooks' relative run folders (`runs/...`) start empty there, so
+    nothing cached by an earlier run shortens the measurement, and nothing is left behind.
+    """
     import papermill
 
     environment = {"DISCOMM_SMOKE": "1" if smoke else "0", "MPLBACKEND": "Agg"}
     saved = {k: os.environ.get(k) for k in environment}
     os.environ.update(environment)
-    started = time.perf_counter()
-    try:
-        papermill.execute_notebook(str(source), str(output), parameters=parameters or {},
-                                   cwd=str(HERE), kernel_name="python3", progress_bar=False)
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-    return time.perf_counter() - started
+    with tempfile.TemporaryDirectory(prefix="discomm-execute-") as cwd:
+        for notebook in HERE.glob("*.ipynb"):
+            shutil.copy(notebook, cwd)
+        started = time.perf_counter()
+        try:
+            papermill.execute_notebook(str(source), str(output), parameters=parameters or {},
+                                       cwd=cwd, kernel_name="python3", progress_bar=False)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+        return time.perf_counter() - started
 
 
 def _strip_papermill(nb: nbformat.NotebookNode) -> None:
@@ -217,6 +230,7 @@ def measure_smoke(name: str) -> dict:
 
 # ---- the cost table ----------------------------------------------------------------------------
 def load_costs() -> dict:
+    """costs.json: notebook name -> {"default", "smoke"} -> {wall_seconds, date, machine}."""
     return json.loads(COSTS.read_text()) if COSTS.exists() else {}
 
 
@@ -240,6 +254,7 @@ def default_cost(name: str, costs: dict) -> str:
 
 
 def smoke_cost(name: str, costs: dict) -> str:
+    """The smoke setting's cost as the notebooks and README state it."""
     measured = costs.get(name, {}).get("smoke")
     return "not measured yet" if measured is None else _duration(measured["wall_seconds"])
 
@@ -261,6 +276,7 @@ def stage_table(costs: dict) -> str:
 
 
 def first_cell_cost_lines(nb: nbformat.NotebookNode) -> list[str]:
+    """The lines of the notebook's first cell that state its cost."""
     return [line for line in nb.cells[0].source.splitlines() if line.startswith(COST_PREFIX)]
 
 
@@ -307,6 +323,7 @@ def check() -> list[str]:
 
 
 def main() -> None:
+    """The command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="notebooks to execute in their default setting")
