@@ -16,11 +16,6 @@ LIGHT = ("discomm_lite", "discomm_lite.config", "discomm_lite.choices", "discomm
          "discomm_lite.presets", "discomm_lite.view_spec", "discomm_lite.runlog",
          "discomm_lite.schedules", "discomm_lite.cli")
 HEAVY = ("torch", "torchvision", "numpy", "timm", "PIL")
-# The one cycle left, through imports inside functions: sweep.notebook_parameters imports
-# notebook.assigned_names, and notebook's lab helpers import sweep.grid_points and run_name.
-# Moving assigned_names out of notebook.py (the notebooks' owner) removes it; this test then
-# fails until the entry is deleted.
-KNOWN_CYCLES = [["discomm_lite.notebook", "discomm_lite.sweep"]]
 
 
 def _path(module: str) -> Path:
@@ -96,7 +91,7 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_no_import_cycle_in_the_library():
     graph = {m: _imports(m) for m in MODULES}
     assert "discomm_lite.data.types" in graph["discomm_lite.data.cifar"]  # the walk sees imports
-    assert _cycles(graph) == KNOWN_CYCLES
+    assert _cycles(graph) == []
 
 
 def test_every_module_imports_on_its_own():
