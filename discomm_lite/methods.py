@@ -165,6 +165,15 @@ def _freeze_prototypes(student: nn.Module, epoch: int, config: Config) -> None:
 
 
 # ---- BITS's channel monitor ---------------------------------------------------------------------
+def one_direction_coding_rate(n_bits: int, eps: float) -> float:
+    """The coding rate of a batch whose logits all point one way: 0.5 log(1 + K / eps).
+
+    Every row of Zn is the same unit vector, so Zn^T Zn = N u u^T has one eigenvalue N and the
+    rate of `losses.coding_rate` (paper Eq. 9) is 0.5 log(1 + K/(N eps) N): the collapsed floor.
+    """
+    return 0.5 * math.log(1 + n_bits / eps)
+
+
 def collapse_message(record: dict, n_bits: int, eps: float, max_constant: float) -> str | None:
     """A warning when the channel collapses, with the measured numbers; None when healthy.
 
@@ -172,7 +181,7 @@ def collapse_message(record: dict, n_bits: int, eps: float, max_constant: float)
     coding rate no higher than that of logits all pointing one way, 0.5 log(1 + K / eps) (every
     row equal after normalisation; paper Eq. 9).
     """
-    one_direction = 0.5 * math.log(1 + n_bits / eps)
+    one_direction = one_direction_coding_rate(n_bits, eps)
     constant, rate = record["constant_bits"], record["coding_rate"]
     if constant < max_constant and rate > 1.1 * one_direction:
         return None

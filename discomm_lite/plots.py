@@ -18,6 +18,9 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+# Imported here too: notebooks read the collapsed floor from the module that draws it.
+from discomm_lite.methods import one_direction_coding_rate
+
 _PANEL = 4.0  # inches per panel side
 _DPI = 80  # a modest resolution keeps the executed notebooks (and the repository) light
 
@@ -71,15 +74,6 @@ def metric_label(key: str, agreement: str = "bce") -> tuple[str, str]:
     if key == "agreement":
         return AGREEMENT_LABELS[agreement]
     return METRIC_LABELS.get(key, (key, ""))
-
-
-def one_direction_coding_rate(n_bits: int, eps: float) -> float:
-    """The coding rate of a batch whose logits all point one way: 0.5 log(1 + K / eps).
-
-    Every row of Zn is the same unit vector, so Zn^T Zn = N u u^T has one eigenvalue N and the
-    rate of `losses.coding_rate` is 0.5 log(1 + K/(N eps) N): the channel's collapsed floor.
-    """
-    return 0.5 * math.log(1 + n_bits / eps)
 
 
 def channel_references(*, n_bits: int | Sequence[int] | None = None, eps: float = 0.05,

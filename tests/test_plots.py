@@ -88,7 +88,8 @@ def test_reference_lines_and_the_channel_references():
     references = plots.channel_references(n_bits=k, eps=eps)
     rank_one = torch.rand(64, 1, dtype=torch.float64) * torch.randn(1, k, dtype=torch.float64)
     one_direction = references["coding_rate"][f"all logits one direction (K = {k})"]
-    assert one_direction == pytest.approx(coding_rate(rank_one, eps).item(), rel=1e-5)
+    # coding_rate works in float32: its logdet of a rank-one update is good to ~4e-5 relative.
+    assert one_direction == pytest.approx(coding_rate(rank_one, eps).item(), rel=1e-4)
     assert references["agreement"] == {"ln 2 (a student that knows nothing)": math.log(2)}
     assert references["bit_agreement"] == {"chance (0.5)": 0.5}
     assert "agreement" not in plots.channel_references(agreement="cosine")
