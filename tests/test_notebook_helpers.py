@@ -125,16 +125,17 @@ def test_smoke_runs_go_beside_the_notebooks_own_out_dir_not_into_it(monkeypatch)
 
 
 def test_markdown_table():
-    table = markdown_table([["a|b", 0.12345, None, (0.5, 0.25), 3, True]],
-                           ["name", "x", "missing", "mean ± std", "n", "ok"], digits=2)
-    assert table == ("| name | x | missing | mean ± std | n | ok |\n|---|---|---|---|---|---|\n"
-                     "| a\\|b | 0.12 | – | 0.50 ± 0.25 | 3 | True |")
+    table = markdown_table([["a|b", 0.12345, None, (0.5, 0.25), 3, True, (math.nan, math.nan)]],
+                           ["name", "x", "missing", "mean ± std", "n", "ok", "no seeds"], digits=2)
+    assert table == ("| name | x | missing | mean ± std | n | ok | no seeds |\n"
+                     "|---|---|---|---|---|---|---|\n"
+                     "| a\\|b | 0.12 | – | 0.50 ± 0.25 | 3 | True | – |")
     assert table._repr_markdown_() == table
     assert markdown_table({"k": 1.0, "s": "text"}, ["quantity", "value"]) == (
         "| quantity | value |\n|---|---|\n| k | 1.000 |\n| s | text |")
     runs = {"run a": {"acc": 0.5, "map": float("nan")}, "run b": {"acc": 0.25}}
     assert markdown_table(runs, ["run", "acc", "map"], digits=1) == (
-        "| run | acc | map |\n|---|---|---|\n| run a | 0.5 | – |\n| run b | 0.2 | – |")
+        "| run | acc | map |\n|---|---|---|\n| run a | 0.5 | nan |\n| run b | 0.2 | – |")
     with pytest.raises(ValueError, match="2 cells but the header has 3"):
         markdown_table([[1, 2]], ["a", "b", "c"])
 
