@@ -1,0 +1,157 @@
+"""The CPU recipe study (issue 13): every run of it, by group, on the cifar-toy budget.
+
+    python studies/cpu_recipe.py --list
+    python studies/cpu_recipe.py --groups tuning comparison --jobs 2
+    DISCOMM_DATA=../shared/data python studies/cpu_recipe.py --groups all --jobs 2
+
+Each run's config, metrics records and full evaluation land in studies/results/cpu_recipe/ as
+one JSON file (a run whose file exists is skipped, so the study can be stopped, resumed and
+extended); run folders (checkpoints) go to --runs-root. studies/README.md is the report: what
+failed, what fixed it, the tables (rebuilt from the JSON by `python studies/tables.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from discomm_lite.study import StudyRun, run_study
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "cpu_recipe"
+SEEDS = (0, 1, 2)
+# Study runs skip the engine's k-NN after every epoch (the full evaluation follows training) and
+# log every 5 steps; neither changes a run's trajectory.
+QUIET = dict(eval_every=0, log_every=5)
+LRS = (1e-3, 2e-3, 4e-3)
+
+# The methods as the comparison runs them. SimDINO takes its own defaults from the method
+# (coding-rate weight 1, the coding rate on the student/teacher mean: SimDINO's --expa_type 1).
+# BITS ends its head in an affine-free BatchNorm (see the slow-start group and studies/README.md).
+METHODS = {
+    "BITS-fixed": dict(method="bits", head_norm="batchnorm"),
+    "SimDINO": dict(method="simdino", coding_rate_input=None),
+    "DINO": dict(method="dino"),
+}
+
+
+def tuning() -> list[StudyRun]:
+    """The same budget for each method: 3 learning rates with global clipping, and DINO's
+    per-parameter clipping at the middle one; chosen by k-NN on a held-out part of train."""
+    runs = []
+    for variant, method in METHODS.items():
+        for lr in LRS:
+            runs.append(StudyRun("tuning", f"{variant} lr={lr:g} clip=global", "cifar-toy",
+                                 {**method, **QUIET, "lr": lr, "clip_grad_mode": "global"},
+                                 validate=True))
+        runs.append(StudyRun("tuning", f"{variant} lr=0.002 clip=per_param", "cifar-toy",
+                             {**method, **QUIET, "lr": 2e-3, "clip_grad_mode": "per_param"},
+                             validate=True))
+    return runs
+
+
+# What `tuning` chose for each method (best validation k-NN@20; see studies/README.md).
+TUNED: dict[str, dict] = {}
+
+
+def bits(**changes) -> dict:
+    """BITS-fixed at its tuned settings, with `changes`."""
+    return {**METHODS["BITS-fixed"], **TUNED["BITS-fixed"], **QUIET, **changes}
+
+
+# BITS-reset re-initialises the head every epoch: 4 resets in 5 epochs (the paper: 10 in 100).
+RESET_EVERY = 1
+
+
+def comparison() -> list[StudyRun]:
+    """The four methods at their tuned settings, 3 seeds each."""
+    variants = {
+        "BITS-fixed": bits(),
+        "BITS-reset": bits(reinit_every=RESET_EVERY),
+        "SimDINO": {**METHODS["SimDINO"], **TUNED["SimDINO"], **QUIET},
+        "DINO": {**METHODS["DINO"], **TUNED["DINO"], **QUIET},
+    }
+    return [StudyRun("comparison", name, "cifar-toy", overrides, seed=seed)
+            for name, overrides in variants.items() for seed in SEEDS]
+
+
+def grid() -> list[StudyRun]:
+    """Capacity x reset period (notebook 03's precomputed grid; the capacity claim)."""
+    return [StudyRun("grid", f"n_bits={k} reinit_every={n}", "cifar-toy",
+                     bits(n_bits=k, reinit_every=n), seed=seed)
+            for k in (32, 128, 256) for n in (0, RESET_EVERY) for seed in (0, 1)]
+
+
+def period() -> list[StudyRun]:
+    """Longer reset periods, and the teacher keeping its EMA head at a reset."""
+    runs = [StudyRun("period", f"reinit_every={n}", "cifar-toy", bits(reinit_every=n), seed=s)
+            for n in (2,) for s in (0, 1)]
+    runs += [StudyRun("period", f"reinit_every={RESET_EVERY} teacher keeps its head",
+                      "cifar-toy", bits(reinit_every=RESET_EVERY, teacher_head_policy="keep"),
+                      seed=s) for s in (0, 1)]
+    return runs
+
+
+def beta() -> list[StudyRun]:
+    """The coding-rate weight, from none to ten times the paper's."""
+    return [StudyRun("beta", f"beta={b:g}", "cifar-toy", bits(coding_rate_weight=b), seed=s)
+            for b in (0.0, 0.3, 1.0) for s in (0, 1)]
+
+
+def agreement() -> list[StudyRun]:
+    """BCE against cosine agreement on the same binary channel (paper: 43.4 vs 36.3 mAP)."""
+    return [StudyRun("agreement", "cosine", "cifar-toy", bits(agreement="cosine"), seed=s)
+            for s in (0, 1)]
+
+
+def floor() -> list[StudyRun]:
+    """The networks the runs start from (same seed, same draws), evaluated untrained."""
+    return [StudyRun("floor", "random init", "cifar-toy", {**METHODS["BITS-fixed"], **QUIET},
+                     seed=s, kind="floor") for s in SEEDS]
+
+
+def slow_start() -> list[StudyRun]:
+    """The first two epochs, logged every step: the paper's plain head against the BatchNorm
+    ending, on cifar-toy and on the quickstart's data."""
+    runs = []
+    for preset, epochs in (("cifar-toy", 2), ("synthetic-toy", 2)):
+        for label, head_norm in (("plain head (paper)", "none"),
+                                 ("BatchNorm-ended head", "batchnorm")):
+            runs.append(StudyRun("slow_start", f"{preset} {label}", preset,
+                                 dict(method="bits", head_norm=head_norm, epochs=epochs,
+                                      warmup_epochs=1, log_every=1, eval_every=0),
+                                 kind="curve"))
+    return runs
+
+
+GROUPS = {"tuning": tuning, "floor": floor, "slow_start": slow_start, "comparison": comparison,
+          "grid": grid, "period": period, "beta": beta, "agreement": agreement}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--groups", nargs="+", default=["all"])
+    parser.add_argument("--runs-root", default=str(HERE.parent / "runs" / "cpu_recipe"))
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--shard", default="0/1", help="i/n: run every n-th pending spec from i")
+    parser.add_argument("--match", nargs="+", default=[], help="keep specs whose name has one")
+    parser.add_argument("--list", action="store_true")
+    args = parser.parse_args()
+    groups = list(GROUPS) if args.groups == ["all"] else args.groups
+    specs = [spec for group in groups for spec in GROUPS[group]()]
+    if args.match:
+        specs = [s for s in specs if any(m in s.name for m in args.match)]
+    index, count = (int(x) for x in args.shard.split("/"))
+    specs = specs[index::count]
+    if args.list:
+        for spec in specs:
+            print(spec.name, spec.overrides)
+        return
+    run_study(specs, args.runs_root, args.results, jobs=args.jobs, threads=args.threads)
+
+
+if __name__ == "__main__":
+    main()
