@@ -300,26 +300,6 @@ def write_image_folder(dataset, root: str | Path, image_size: int | None = None)
     return root
 
 
-def random_init_floor(config: Config, device: str = "cpu") -> dict:
-    """Every evaluation of the network `config` draws before its first step: the floor.
-
-    The same student a run of `config` starts from (the engine seeds torch with `config.seed`
-    before `make_model`), scored on the run's own sets (subsets applied) like the run's
-    k-NN curves, so the floor can be drawn on them.
-    """
-    import torch
-
-    from discomm_lite.model import make_model
-    from discomm_lite.pipeline import load_splits
-    from discomm_lite.suite import evaluate_model
-
-    torch.manual_seed(config.seed)
-    model = make_model(config)
-    train_set, test_set = load_splits(config)
-    return evaluate_model(model.backbone, train_set, test_set, image_size=config.image_size,
-                          head=model.head, device=device)
-
-
 # ---- the study's results -------------------------------------------------------------------------
 def study_results(group: str | None = None, results_dir: str | Path = STUDY_RESULTS
                   ) -> list[dict]:
@@ -510,11 +490,12 @@ class Lab:
             if floors:
                 self._floor = floor_values(floors, ("knn20_top1", "knn200_top1", "linear_top1"))
             else:
-                from discomm_lite.study import evaluate_random_init
+                from discomm_lite.suite import evaluate_random_init
 
                 config = self.base.replace(data_root=self.data_root())
-                result = (evaluate_random_init(config) if self.full_evaluation
-                          else random_init_floor(config))
+                if self.full_evaluation:
+                    config = config.replace(train_subset=0, test_subset=0)
+                result = evaluate_random_init(config)
                 self._floor = {k: result[k] for k in ("knn20_top1", "knn200_top1",
                                                       "linear_top1")}
         return self._floor

@@ -16,6 +16,7 @@ from discomm_lite.evaluate import evaluate_knn, map_vs_bits, retrieval_map
 from discomm_lite.features import dino_linear_probe, extract_features
 from discomm_lite.language import language_summary
 from discomm_lite.methods import get_method
+from discomm_lite.model import make_model
 from discomm_lite.pipeline import load_splits
 from discomm_lite.probes import geometry, linear_probe
 
@@ -163,3 +164,18 @@ def evaluate_checkpoint(
             f".eval-{data_config.dataset}.json"
         path.with_suffix(suffix).write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def evaluate_random_init(config: Config, device: str | torch.device = "cpu") -> dict:
+    """`evaluate_model` of the network `config` draws before its first step: the floor.
+
+    `engine.build_state` seeds torch with `config.seed` before `make_model`, so this is exactly
+    the student (and teacher) a run of `config` starts from. It is scored on the run's own sets
+    (`train_subset` / `test_subset` applied); set them to 0 for the whole splits.
+    """
+    torch.manual_seed(config.seed)
+    model = make_model(config).to(device)
+    train_set, test_set = load_splits(config)
+    head = model.head if get_method(config.method).emits_codes else None
+    return evaluate_model(model.backbone, train_set, test_set, image_size=config.image_size,
+                          head=head, device=device)

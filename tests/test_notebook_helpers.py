@@ -20,7 +20,6 @@ from discomm_lite.notebook import (
     find_data_root,
     injected_parameters,
     markdown_table,
-    random_init_floor,
     run_dir,
     seed_values,
     show_source,
@@ -245,18 +244,6 @@ def test_lab_settings_are_the_grid_and_shrink_in_the_smoke_setting(lab_base, mon
     assert lab.settings(n_bits=[8, 16, 32], reinit_every=[0, 2]) == [
         {"n_bits": k, "reinit_every": n} for k in (8, 16) for n in (0, 2)]
     assert not lab.full_evaluation and lab.seeds == (3,)
-
-
-def test_random_init_floor_is_the_studys_floor_on_the_runs_own_sets():
-    from discomm_lite.study import evaluate_random_init
-
-    config = make_config("synthetic-toy", n_bits=8, head_hidden_dim=32, seed=3, train_subset=0,
-                         test_subset=0)
-    mine, study = random_init_floor(config), evaluate_random_init(config)
-    for key in ("knn20_top1", "knn200_top1", "map_hamming", "code_mean_bit_entropy"):
-        assert mine[key] == pytest.approx(study[key])
-    other_seed = random_init_floor(config.replace(seed=4, train_subset=512, test_subset=256))
-    assert other_seed["knn20_top1"] != mine["knn20_top1"]
 
 
 def test_show_source_is_a_markdown_code_block():

@@ -132,3 +132,21 @@ def test_dino_linear_probe_reads_image_folders(tmp_path):
     result = dino_linear_probe(backbone, data, data, image_size=8, epochs=2, batch_size=4,
                                num_workers=0)
     assert 0 <= result["linear_dino_top1"] <= 1
+
+
+def test_random_init_floor_is_the_network_a_run_starts_from():
+    from discomm_lite.config import make_config
+    from discomm_lite.pipeline import load_splits
+    from discomm_lite.step import build_state
+    from discomm_lite.suite import evaluate_random_init
+
+    config = make_config("synthetic-toy", n_bits=8, head_hidden_dim=32, seed=3,
+                         train_subset=256, test_subset=128, device="cpu")
+    start = build_state(config, torch.device("cpu")).teacher  # what `train` starts from
+    train_set, test_set = load_splits(config)
+    expected = evaluate_model(start.backbone, train_set, test_set, image_size=32, head=start.head)
+    floor = evaluate_random_init(config)
+    for key in ("knn20_top1", "knn200_top1", "map_cosine", "map_hamming",
+                "code_mean_bit_entropy"):
+        assert floor[key] == expected[key]
+    assert evaluate_random_init(config.replace(seed=4))["map_cosine"] != floor["map_cosine"]
