@@ -35,6 +35,23 @@ def run_name(parameters: dict) -> str:
     return re.sub(r"[^A-Za-z0-9_.,=+-]", "_", text) or "default"
 
 
+def check_run_folders(points: list[dict]) -> None:
+    """Refuse a grid that puts two of its points into one run folder.
+
+    Two points with equal values (`n_bits=16,016` parses to 16 twice), or values that `run_name`
+    spells alike (characters it replaces; letter case, on a case-insensitive disk), would run
+    concurrently in one folder and mix their checkpoints and metrics.
+    """
+    folders: dict[str, list[dict]] = {}
+    for point in points:
+        folders.setdefault(run_name(point).casefold(), []).append(point)
+    shared = [group for group in folders.values() if len(group) > 1]
+    if shared:
+        described = "; ".join(" and ".join(repr(p) for p in group) for group in shared)
+        raise ValueError(f"The grid puts several runs into one run folder: {described}. Give "
+                         "each value once, spelled so that the folder names differ.")
+
+
 def _execute(notebook: str, run_dir: str, parameters: dict) -> dict:
     """Execute one notebook (in a worker process); never raises, reports the error instead."""
     import papermill
@@ -106,6 +123,7 @@ def run_sweep(notebook: str | Path, grid: dict[str, list], out_dir: str | Path, 
     check_parameters(notebook, [*parameters, *grid, "out_dir"])
     out = Path(out_dir).resolve()
     points = grid_points(grid)
+    check_run_folders(points)
     jobs = max(1, min(jobs or 2, len(points), os.cpu_count() or 1))
     runs = []
     for point in points:
