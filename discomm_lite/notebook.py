@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from discomm_lite.config import Config, field_names, make_config
+from discomm_lite.study import effective_config, training_key
 
 # The fast setting of every notebook in CI: one short epoch on a few hundred images.
 SMOKE_OVERRIDES = dict(
@@ -363,10 +364,6 @@ LAB_OPTIONS = {
     "agreement": ("bce", "cosine"),
     "targets": ("hard", "soft"),
 }
-# Fields that say where or how fast a run ran, not what it computed: a precomputed run matches
-# a setting whatever they are.
-_MACHINE_FIELDS = frozenset({"out_dir", "data_root", "device", "num_workers", "download",
-                             "compile"})
 # The fields a random-init network's backbone depends on (its floor).
 _FLOOR_FIELDS = ("dataset", "backbone", "image_size", "train_subset", "test_subset")
 
@@ -382,22 +379,10 @@ class LabRun:
     source: str  # "precomputed" (the study's grid) or "trained here"
 
 
-def _effective(values: Mapping) -> dict:
-    """A config dict with the fields left to the method (None) replaced by the method's values."""
-    from discomm_lite.methods import get_method
-
-    method = get_method(values.get("method", "bits"))
-    defaults = {"coding_rate_weight": method.coding_rate_weight,
-                "coding_rate_input": method.coding_rate_input}
-    return {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
-
-
 def _same_run(config: Config, candidate: Mapping, ignore: Sequence[str] = ()) -> bool:
-    """Whether a result's config dict describes the same run as `config`, machine fields and
-    `ignore` aside."""
-    mine, theirs = _effective(config.to_dict()), _effective(candidate)
-    skip = _MACHINE_FIELDS | set(ignore)
-    return all(theirs.get(k) == v for k, v in mine.items() if k not in skip)
+    """Whether a result's config dict trains like `config` (`study.training_key`), `ignore`
+    aside."""
+    return training_key(config.to_dict(), ignore) == training_key(candidate, ignore)
 
 
 class Lab:
@@ -442,7 +427,7 @@ class Lab:
         """The fields a setting changes from the base, e.g. 'n_bits=32' ('base' for none)."""
         from discomm_lite.sweep import run_name
 
-        base = _effective(self.base.to_dict())
+        base = effective_config(self.base.to_dict())
         changed = {k: v for k, v in setting.items() if v != base[k]}
         return run_name(changed) if changed else "base"
 
@@ -549,10 +534,10 @@ class Lab:
         import ipywidgets as widgets
 
         controls = {}
-        base = _effective(self.base.to_dict())
+        base = effective_config(self.base.to_dict())
         for name in LAB_FIELDS:
             current = base[name]
-            grid = {_effective(r["config"])[name] for r in self.precomputed}
+            grid = {effective_config(r["config"])[name] for r in self.precomputed}
             options = sorted({*LAB_OPTIONS[name], *grid, current},
                              key=str if isinstance(current, str) else float)
             controls[name] = widgets.Dropdown(options=options, value=current, description=name)

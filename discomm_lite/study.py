@@ -20,7 +20,7 @@ import os
 import platform
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -143,14 +143,27 @@ def run_study(specs: Sequence[StudyRun], runs_root: str | Path, results_dir: str
         return [name for future in futures for name in future.result()]
 
 
-# Fields that change where a run goes or what it logs, never its trajectory.
-_NOT_TRAJECTORY = ("out_dir", "log_every", "eval_every", "checkpoint_every", "num_workers",
-                   "device")
+def effective_config(values: Mapping) -> dict:
+    """A config dict with the fields left to the method (None) replaced by the method's values."""
+    from discomm_lite.methods import get_method
+
+    method = get_method(values.get("method", "bits"))
+    defaults = {"coding_rate_weight": method.coding_rate_weight,
+                "coding_rate_input": method.coding_rate_input}
+    return {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
 
 
-def training_key(config: dict) -> str:
-    """What decides a run's trajectory: its config without the fields of `_NOT_TRAJECTORY`."""
-    return json.dumps({k: v for k, v in config.items() if k not in _NOT_TRAJECTORY},
+def training_key(config: Mapping, ignore: Iterable[str] = ()) -> str:
+    """What decides a run's trajectory, as a string: two configs with equal keys train alike.
+
+    The effective config (`effective_config`) without the fields a run may change and still
+    continue the same trajectory (`checkpoint.RESUMABLE_CHANGES`: where it runs, how often it
+    logs or evaluates) and without `ignore`.
+    """
+    from discomm_lite.checkpoint import RESUMABLE_CHANGES
+
+    skip = RESUMABLE_CHANGES | set(ignore)
+    return json.dumps({k: v for k, v in effective_config(config).items() if k not in skip},
                       sort_keys=True)
 
 

@@ -1,0 +1,99 @@
+"""Recipe studies: run keys, claims, reused twins, and mean +- std tables."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import pytest
+
+from discomm_lite.config import make_config
+from discomm_lite.study import (
+    StudyRun,
+    load_results,
+    mean_std,
+    run_study,
+    summarize,
+    training_key,
+)
+
+TINY = dict(train_subset=128, test_subset=64, batch_size=32, epochs=1, warmup_epochs=0,
+            n_bits=8, head_hidden_dim=32, eval_every=0, log_every=1, device="cpu")
+
+
+def test_training_key_ignores_only_what_leaves_the_trajectory_alone():
+    base = make_config("synthetic-toy")
+    key = training_key(base.to_dict())
+    for change in (dict(log_every=1), dict(eval_every=0), dict(out_dir="elsewhere"),
+                   dict(coding_rate_weight=0.1)):  # 0.1 is BITS's own default (None)
+        assert training_key(base.replace(**change).to_dict()) == key, change
+    for change in (dict(lr=1e-2), dict(seed=1), dict(n_bits=32), dict(coding_rate_weight=0.2)):
+        assert training_key(base.replace(**change).to_dict()) != key, change
+    assert training_key(base.replace(lr=1e-2).to_dict(), ignore=["lr"]) == training_key(
+        base.to_dict(), ignore=["lr"])
+
+
+def test_mean_std_is_the_sample_statistics_of_the_finite_values():
+    values = [0.52, 0.55, 0.49, math.nan]
+    mean, std, count = mean_std(values)
+    assert count == 3
+    assert mean == pytest.approx(statistics.mean(values[:3]))
+    assert std == pytest.approx(statistics.stdev(values[:3]))
+    assert mean_std([0.5]) == (0.5, 0.0, 1)
+    assert all(math.isnan(x) for x in mean_std([math.nan])[:2])
+
+
+def test_summarize_averages_each_variant_over_its_seeds():
+    results = [{"variant": v, "seed": s, "eval": {"knn20_top1": x}}
+               for v, s, x in (("a", 0, 0.5), ("a", 1, 0.7), ("b", 0, 0.4))]
+    rows = summarize(results, ["knn20_top1"], variants=["b", "a"])
+    assert [r["variant"] for r in rows] == ["b", "a"]
+    assert rows[1]["seeds"] == [0, 1]
+    assert rows[1]["knn20_top1"] == pytest.approx((0.6, statistics.stdev([0.5, 0.7])))
+    assert rows[0]["knn20_top1"] == (0.4, 0.0)
+
+
+def test_run_study_writes_one_result_per_spec_and_reuses_a_twin(tmp_path):
+    runs_root, results = tmp_path / "runs", tmp_path / "results"
+    specs = [StudyRun("g", "first", "synthetic-toy", TINY, kind="curve"),
+             StudyRun("g", "same run, other log interval", "synthetic-toy",
+                      {**TINY, "log_every": 2}, kind="curve"),
+             StudyRun("g", "trained", "synthetic-toy", TINY, seed=1)]
+    specs.append(StudyRun("h", "twin of trained", "synthetic-toy", {**TINY, "log_every": 4},
+                          seed=1))
+    assert run_study(specs, runs_root, results) == [s.name for s in specs[:3]]
+    by_name = {r["name"]: r for r in load_results(results)}
+    assert set(by_name) == {s.name for s in specs}
+    first, other = by_name[specs[0].name], by_name[specs[1].name]
+    assert "eval" not in first and first["records"]  # a curve: records only
+    # Curves are never reused (their records are the result), so both trained the same steps:
+    # a record every 2 steps is the mean of the two records logged at every step.
+    every_step = {r["step"]: r["loss"] for r in first["records"] if r["kind"] == "train"}
+    for record in (r for r in other["records"] if r["kind"] == "train"):
+        step = record["step"]
+        assert record["loss"] == pytest.approx((every_step[step - 1] + every_step[step]) / 2)
+    trained, twin = by_name[specs[2].name], by_name[specs[3].name]
+    assert 0 <= trained["eval"]["knn20_top1"] <= 1
+    assert twin["same_run_as"] == trained["name"] and twin["group"] == "h"
+    assert twin["eval"] == trained["eval"]
+    assert run_study(specs, runs_root, results) == []  # everything is there: nothing reruns
+
+
+def test_a_claimed_spec_is_left_to_its_claimer(tmp_path):
+    spec = StudyRun("g", "claimed", "synthetic-toy", TINY, kind="curve")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / f"{spec.name}.claim").write_text("pid 1 on elsewhere\n")
+    assert run_study([spec], tmp_path / "runs", results) == []
+    assert not (results / f"{spec.name}.json").exists()
+    (results / f"{spec.name}.claim").unlink()
+    assert run_study([spec], tmp_path / "runs", results) == [spec.name]
+    assert json.loads((results / f"{spec.name}.json").read_text())["variant"] == "claimed"
+    assert not (results / f"{spec.name}.claim").exists()  # released after the run
+
+
+def test_two_specs_with_one_name_are_refused(tmp_path):
+    spec = StudyRun("g", "x", "synthetic-toy", TINY)
+    with pytest.raises(ValueError, match="share the names"):
+        run_study([spec, spec], tmp_path / "runs", tmp_path / "results")
