@@ -1,17 +1,29 @@
-"""Checkpoints: atomic under a kill mid-write, refused when damaged or foreign; load_backbone."""
+"""Checkpoints: atomic under a kill mid-write, refused when damaged or foreign, never running code
+when read; finite; load_backbone."""
 
+import math
 import os
+import pickle
+import random
 import signal
 import subprocess
 import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from discomm_lite import load_backbone, load_model
-from discomm_lite.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from discomm_lite.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    non_finite_tensors,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from discomm_lite.config import Config, make_config
 from discomm_lite.engine import train
 
@@ -121,3 +133,175 @@ def test_load_model_rebuilds_either_model_without_moving_the_rng(tmp_path):
     assert not torch.equal(teacher.head.mlp[0].weight, student.head.mlp[0].weight)
     with pytest.raises(ValueError, match="'teacher' or 'student'"):
         load_model(path, "ema")
+
+
+# ---- loading runs no code (issue 15) -----------------------------------------------------------
+
+
+class WritesMarker:
+    """Unpickling this object calls open(marker, "w"): the marker file appears if code runs."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def write_crafted(path, marker, kind):
+    """A file that a pickle-running loader would execute: a checkpoint-shaped torch.save file
+    (every required key, so it would pass the key check too) or a bare pickle."""
+    payload = {**PAYLOAD, "format_version": 2, "config": Config().to_dict(),
+               "student": WritesMarker(marker)}
+    if kind == "torch.save":
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+
+
+@pytest.mark.parametrize("kind", ["torch.save", "bare pickle"])
+@pytest.mark.parametrize("loader", ["load_checkpoint", "load_model", "load_backbone",
+                                    "evaluate_checkpoint", "resume", "pretrained", "cli evaluate"])
+def test_a_crafted_pickle_is_refused_by_every_load_path_and_runs_nothing(tmp_path, kind, loader,
+                                                                        capsys):
+    from discomm_lite.cli import main
+    from discomm_lite.suite import evaluate_checkpoint
+
+    marker = tmp_path / "MARKER"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    path = run_dir / "checkpoint.pt"
+    write_crafted(path, marker, kind)
+    calls = {
+        "load_checkpoint": lambda: load_checkpoint(path),
+        "load_model": lambda: load_model(path),
+        "load_backbone": lambda: load_backbone(path),
+        "evaluate_checkpoint": lambda: evaluate_checkpoint(path),
+        "resume": lambda: train(make_config("synthetic-toy", out_dir=str(run_dir)),
+                                progress=False),
+        "pretrained": lambda: train(make_config("synthetic-toy", pretrained=str(path)),
+                                    progress=False),
+    }
+    if loader == "cli evaluate":
+        assert main(["evaluate", "--checkpoint", str(path)]) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith(f"error: {path} is not a discomm_lite")
+    else:
+        with pytest.raises(CheckpointError, match="is not a discomm_lite checkpoint") as info:
+            calls[loader]()
+        assert str(path) in str(info.value)
+        assert "io.open" in str(info.value)  # what it would have run
+        assert "refused before anything in it ran" in str(info.value)
+    assert not marker.exists()
+    assert not (run_dir / "run.lock").exists()  # a refused resume releases its folder
+
+
+def test_a_plain_pickle_of_data_is_named_as_such(tmp_path):
+    path = tmp_path / "weights.pkl"
+    path.write_bytes(pickle.dumps({"w": [1.0, 2.0]}))
+    with pytest.raises(CheckpointError, match="it is a bare Python pickle"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_hold_tensors_and_plain_values_only(tmp_path):
+    config = make_config("synthetic-toy", method="dino", train_subset=128, batch_size=64,
+                         epochs=1, eval_every=0, n_bits=8, head_hidden_dim=32,
+                         out_dir=str(tmp_path))
+    train(config, progress=False)
+    path = tmp_path / "checkpoint.pt"
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    payload = torch.load(path, weights_only=True)  # torch's own tensors-only reader
+    assert payload["format_version"] == 2 and payload["center"].shape == (1, 4096)
+
+
+def _draws():
+    return (torch.rand(3).tolist(), random.random(), random.gauss(0, 1),
+            np.random.rand(2).tolist(), np.random.randn())
+
+
+def test_rng_state_round_trips_through_a_tensors_only_checkpoint(tmp_path):
+    random.gauss(0, 1)  # leaves a cached Gaussian in Python's state
+    np.random.randn()  # and one in NumPy's (has_gauss = 1)
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {**PAYLOAD, "rng": rng_state()})
+    expected = _draws()
+    _draws()  # move every generator on
+    set_rng_state(load_checkpoint(path)["rng"])
+    assert _draws() == expected
+
+
+def test_a_format_1_checkpoint_is_read_without_running_code_and_its_rng_converted(tmp_path):
+    # Written as before issue 15: NumPy's state as its get_state() tuple (a NumPy array inside),
+    # Python's as its getstate() tuple.
+    random.gauss(0, 1)
+    np.random.randn()
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(),
+           "numpy": np.random.get_state()}
+    path = tmp_path / "checkpoint.pt"
+    torch.save({**PAYLOAD, "format_version": 1, "rng": rng}, path)
+    assert "numpy.ndarray" in torch.serialization.get_unsafe_globals_in_checkpoint(path)
+    expected = _draws()
+    payload = load_checkpoint(path)
+    assert payload["rng"]["numpy"]["key"].dtype == torch.int64
+    set_rng_state(payload["rng"])
+    assert _draws() == expected
+
+
+def test_a_future_format_is_refused(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({**PAYLOAD, "format_version": 3}, path)
+    with pytest.raises(CheckpointError, match="format version 3"):
+        load_checkpoint(path)
+
+
+def test_a_checkpoint_with_non_finite_weights_is_not_evaluated(tmp_path):
+    config = make_config("synthetic-toy", train_subset=128, batch_size=64, epochs=1,
+                         eval_every=0, n_bits=8, head_hidden_dim=32, out_dir=str(tmp_path))
+    train(config, progress=False)
+    path = tmp_path / "checkpoint.pt"
+    payload = load_checkpoint(path)
+    payload["teacher"]["head.norm.running_var"][3] = float("inf")  # saved before issue 15
+    save_checkpoint(path, payload)
+    with pytest.raises(CheckpointError, match=r"teacher's head.norm.running_var holds NaN or inf"):
+        load_backbone(path)
+    load_model(path, "student")  # the student is finite
+
+
+def test_non_finite_tensors_names_each_bad_float_tensor():
+    g = torch.Generator().manual_seed(0)
+    named = [(f"t{i}", torch.randn(5, generator=g)) for i in range(6)]
+    named[1][1][2] = float("nan")
+    named[4][1][0] = -float("inf")
+    named.append(("steps", torch.tensor([2**62])))  # integers are never non-finite
+    named.append(("none", None))
+    naive = [n for n, t in named if t is not None and t.is_floating_point()
+             and any(not math.isfinite(x) for x in t.tolist())]
+    assert non_finite_tensors(named) == naive == ["t1", "t4"]
+
+
+def test_a_full_disk_is_a_checkpoint_error_and_the_previous_file_stays(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {**PAYLOAD, "step": 1})
+    before = path.read_bytes()
+
+    def full_disk(obj, f):
+        f.write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError, match=r"Cannot write the checkpoint .*unexpected pos.* "
+                                              r"MiB are free there\). The previous checkpoint"):
+        save_checkpoint(path, {**PAYLOAD, "step": 2})
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_checkpoint_has_the_permissions_of_the_run_folders_other_files(tmp_path):
+    umask = os.umask(0o022)
+    try:
+        save_checkpoint(tmp_path / "checkpoint.pt", PAYLOAD)
+        (tmp_path / "config.json").write_text("{}")
+    finally:
+        os.umask(umask)
+    mode = (tmp_path / "checkpoint.pt").stat().st_mode & 0o777
+    assert mode == (tmp_path / "config.json").stat().st_mode & 0o777 == 0o644

@@ -121,7 +121,7 @@ def test_a_toy_method_trains_through_the_registry_alone(toy, tmp_path):
     assert HOOK_CALLS == [(0, True), (0, True), (1, True), (1, True)]
     warning = [r for r in run.records if r["kind"] == "warning"]
     assert [(r["step"], r["message"]) for r in warning] == [(2, "toy collapse")]
-    checkpoint = torch.load(Path(config.out_dir) / "checkpoint.pt", weights_only=False)
+    checkpoint = torch.load(Path(config.out_dir) / "checkpoint.pt", weights_only=True)
     assert checkpoint["center"].item() == 4.0
 
     from discomm_lite.suite import evaluate_checkpoint
