@@ -5,19 +5,21 @@ Every record is a dict with at least "kind" ("train", "eval", "reinit", "warning
 checkpoint's step when it resumes, and the sweep, the CLI and the notebooks read it back.
 
 Written to survive a crash at any moment: `append` writes each record as one whole line in a
-single write, `truncate_after` replaces the file through a temporary file and an atomic rename,
-and `read` drops a damaged last line (a record half-written when the process died or the disk
-filled) with a warning that names the file, instead of failing.
+single write (and takes back a line the disk had no room for), `truncate_after` replaces the file
+through a temporary file and an atomic rename (`atomic.atomic_write`), and `read` drops a damaged
+last line (a record half-written when the process died) with a warning that names the file,
+instead of failing. One process writes a run folder's log at a time (`runlock`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+
+from discomm_lite.atomic import atomic_write
 
 METRICS_FILE = "metrics.jsonl"
 
@@ -38,11 +40,25 @@ def start(path: str | Path) -> None:
 
 
 def append(path: str | Path, record: dict) -> None:
-    """Append `record` as one line: a single write of the whole encoded line, then a flush."""
+    """Append `record` as one line, in a single write of the whole encoded line.
+
+    A write cut short (a full disk) is taken back, the file truncated to its earlier length,
+    before the OSError is raised: the log never holds a partial line that a later one follows.
+    """
     line = _encode(record)
-    with Path(path).open("ab") as f:
-        f.write(line)
-        f.flush()
+    handle = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        length = os.fstat(handle).st_size
+        try:
+            written = os.write(handle, line)
+            if written != len(line):
+                raise OSError(f"only {written} of {len(line)} bytes of a record could be written "
+                              f"to {path} (is the disk full?)")
+        except OSError:
+            os.ftruncate(handle, length)
+            raise
+    finally:
+        os.close(handle)
 
 
 def read(path: str | Path) -> list[dict]:
@@ -65,17 +81,7 @@ def truncate_after(path: str | Path, step: int) -> None:
     if not path.exists():
         return
     kept = "".join(line + "\n" for line, record in _parse(path) if record["step"] <= step)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            f.write(kept.encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temporary, path.stat().st_mode & 0o777)  # mkstemp makes it private
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    atomic_write(path, lambda f: f.write(kept.encode()))
 
 
 def _parse(path: Path) -> list[tuple[str, dict]]:

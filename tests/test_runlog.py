@@ -1,10 +1,13 @@
-"""metrics.jsonl: whole-line appends, atomic truncation; damaged last lines are dropped."""
+"""metrics.jsonl: whole-line appends, atomic truncation (a kill loses nothing); damaged last lines
+are dropped."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -134,3 +137,65 @@ def test_a_run_resumes_past_a_damaged_last_record(tmp_path):
         run = train(config, progress=False)
     assert [r["step"] for r in run.records] == [1, 2, 3, 4]
     assert runlog.read(path) == run.records
+
+
+@pytest.mark.slow
+def test_a_kill_during_the_rewrite_loses_nothing(tmp_path):
+    # A resume rewrites the log to a checkpoint's step; killed at random moments of that rewrite,
+    # the file must always hold every record (the old file, or the same records rewritten).
+    path = tmp_path / "metrics.jsonl"
+    records = [{"kind": "train", "step": s, "loss": 1 / s, "pad": "x" * 200}
+               for s in range(1, 60_001)]
+    write(path, records)
+    expected = path.read_bytes()
+    rewriter = textwrap.dedent(f"""
+        from discomm_lite import runlog
+        while True:
+            runlog.truncate_after({str(path)!r}, 60_000)  # keeps them all: the same content
+    """)
+    kills = 0
+    for delay in (0.0, 0.05, 0.13, 0.29):
+        proc = subprocess.Popen([sys.executable, "-c", rewriter])
+        while proc.poll() is None and not list(tmp_path.glob("metrics.jsonl.*.tmp")):
+            pass  # the kill lands while a rewrite is under way
+        time.sleep(delay)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        kills += proc.returncode == -signal.SIGKILL
+        assert path.read_bytes() == expected
+        assert runlog.read(path) == records
+    assert kills == 4
+    # The temporaries of the killed rewrites are what a next run's start removes.
+    assert all(p.name.endswith(".tmp") for p in tmp_path.iterdir() if p != path)
+
+
+def test_an_append_cut_short_by_a_full_disk_is_taken_back(tmp_path, monkeypatch):
+    path = tmp_path / "metrics.jsonl"
+    write(path, RECORDS[:2])
+    before = path.read_bytes()
+    real_write = os.write
+
+    def half_written(handle, data):
+        return real_write(handle, data[: len(data) // 2])  # what a nearly full disk does
+
+    monkeypatch.setattr(runlog.os, "write", half_written)
+    with pytest.raises(OSError, match=r"only \d+ of \d+ bytes .* \(is the disk full\?\)"):
+        runlog.append(path, RECORDS[2])
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # no partial line for a later append to follow
+    runlog.append(path, RECORDS[2])
+    assert runlog.read(path) == RECORDS[:3]
+
+
+def test_sigterm_before_the_loop_still_releases_the_run_folder(tmp_path):
+    # The loop turns SIGTERM into a checkpoint; before it (loading data), sigterm_raises makes
+    # the signal an exception, so the lock is released rather than left stale.
+    from discomm_lite.monitor import sigterm_raises
+    from discomm_lite.runlock import LOCK_FILE, RunLock
+
+    with pytest.raises(SystemExit) as info, sigterm_raises(), RunLock(tmp_path):
+        assert (tmp_path / LOCK_FILE).exists()
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert info.value.code == 143
+    assert not (tmp_path / LOCK_FILE).exists()
