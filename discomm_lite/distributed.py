@@ -62,13 +62,40 @@ def all_reduce_sum_with_grad(x: Tensor) -> Tensor:
         return all_reduce(x)
 
 
+def resolve_device(device: str = "auto") -> torch.device:
+    """The device `device` names ("auto": CUDA when there is one, else the CPU), if it exists.
+
+    Raises ValueError, saying what there is, for a name torch does not know or a GPU that this
+    machine does not have.
+    """
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"device = {device!r} is not a device: use auto, cpu, cuda or cuda:N."
+                         ) from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"device = {device!r}, but this machine has no CUDA GPU that torch "
+                             "can use: use device cpu (or auto).")
+        if resolved.index is not None and resolved.index >= count:
+            raise ValueError(f"device = {device!r}, but this machine has {count} CUDA GPU(s): "
+                             f"cuda:0 to cuda:{count - 1}.")
+    elif resolved.type != "cpu":
+        raise ValueError(f"device = {device!r} is not supported: use auto, cpu, cuda or cuda:N.")
+    return resolved
+
+
 def setup_from_env(device: str = "auto") -> torch.device:
     """Join the process group that torchrun describes in the environment, and pick the device.
 
-    Without torchrun's variables this starts nothing and returns the requested device.
-    NCCL on CUDA, gloo on CPU.
+    Without torchrun's variables this starts nothing and returns the requested device
+    (`resolve_device`). NCCL on CUDA, gloo on CPU.
     """
-    use_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    resolved = resolve_device(device)
+    use_cuda = resolved.type == "cuda"
     if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not is_distributed():
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if use_cuda:
@@ -76,9 +103,16 @@ def setup_from_env(device: str = "auto") -> torch.device:
         dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         if use_cuda:
             return torch.device("cuda", local_rank)
-    if use_cuda:
-        return torch.device(device if device.startswith("cuda") else "cuda")
-    return torch.device("cpu")
+    return resolved
+
+
+def broadcast_object(obj):
+    """The main process's `obj` on every process (`obj` itself without a process group)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def barrier() -> None:

@@ -1,15 +1,18 @@
 """The training loop: one plain-PyTorch `train` for every method, CPU to multi-GPU.
 
-Read `train` top to bottom: set-up -> resume -> for each epoch: head reset? -> steps -> flush ->
-evaluate? -> save? (DINO's sectioned main_dino.py, nanoGPT's loop). One step is
+Read `train` and `_train` top to bottom: set-up -> resume -> for each epoch: head reset? -> steps ->
+flush -> evaluate? -> save? (DINO's sectioned main_dino.py, nanoGPT's loop). One step is
 `step.train_step`; what the loop watches (signals, buffered metrics, health) is in `monitor`;
-metrics.jsonl is written by `runlog`, checkpoints by `checkpoint`.
+metrics.jsonl is written by `runlog`, checkpoints by `checkpoint`; one run at a time writes a run
+folder (`runlock`).
 """
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,20 +20,26 @@ import torch
 from torch import nn
 
 from discomm_lite import distributed, runlog, schedules
+from discomm_lite.atomic import temporary_pattern
 from discomm_lite.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from discomm_lite.config import Config
 from discomm_lite.evaluate import evaluate_knn
 from discomm_lite.features import extract_features
+from discomm_lite.memory import check_training_memory
 from discomm_lite.methods import Method, get_method
 from discomm_lite.model import MultiCropModel, reinit_head
 from discomm_lite.monitor import (
     ChannelCollapseWarning,
     MetricBuffer,
     NonFiniteLossError,
+    NonFiniteStateError,
     StopRequest,
+    check_finite_state,
     health_warning,
+    sigterm_raises,
 )
 from discomm_lite.pipeline import load_splits, make_train_views
+from discomm_lite.runlock import RunFolderLocked, RunLock
 from discomm_lite.step import (
     StepSchedule,
     TrainState,
@@ -41,10 +50,15 @@ from discomm_lite.step import (
 )
 
 # What `train` raises and warns, and make_optimizer, which notebooks import from here.
-__all__ = ["ChannelCollapseWarning", "NonFiniteLossError", "Run", "make_optimizer", "train"]
+__all__ = ["ChannelCollapseWarning", "NonFiniteLossError", "NonFiniteStateError", "Run",
+           "RunFolderError", "RunFolderLocked", "make_optimizer", "train"]
 
 Callback = Callable[[dict], None]
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class RunFolderError(RuntimeError):
+    """The run folder holds a run's records but not its checkpoint: continuing would wipe them."""
 
 
 @dataclass
@@ -57,6 +71,7 @@ class Run:
     teacher: MultiCropModel
     records: list[dict] = field(default_factory=list)
     interrupted: bool = False
+    stop_signal: int | None = None  # the signal that interrupted it (SIGTERM; SIGINT raises)
 
     @property
     def backbone(self) -> nn.Module:
@@ -78,20 +93,34 @@ def train(
     """Train `config` and return the `Run`; with `config.out_dir`, checkpoint there and resume.
 
     The run folder receives config.json, metrics.jsonl (one JSON record per line) and
-    checkpoint.pt (every `checkpoint_every` epochs, at the end, and on SIGINT/SIGTERM). If it
-    already holds a checkpoint of the same configuration, training continues from it.
-    `callbacks` receive each metrics record as it is written (live plots in notebooks).
-    `max_steps` stops after that many global steps in all (tests, smoke runs), with a checkpoint.
+    checkpoint.pt (every `checkpoint_every` epochs, at the end, and on SIGINT/SIGTERM), each
+    saved only when every weight and buffer is finite (else NonFiniteStateError). If it already
+    holds a checkpoint of the same configuration, training continues from it; the folder is
+    locked for the run (RunFolderLocked for a second one). `callbacks` receive each metrics
+    record as it is written (live plots in notebooks). `max_steps` (>= 1) stops after that many
+    global steps in all (tests, smoke runs), with a checkpoint. SIGTERM returns the run with
+    `interrupted` set; SIGINT raises KeyboardInterrupt, after the checkpoint.
     """
-    # ---- set-up: device, data, and the state a checkpoint holds
+    if max_steps is not None and not (isinstance(max_steps, int) and max_steps >= 1):
+        raise ValueError(f"max_steps = {max_steps!r} would train nothing: give a number of steps "
+                         ">= 1, or None for the whole run.")
+    # ---- set-up: device, memory, the run folder's lock, data, the state a checkpoint holds
     device = distributed.setup_from_env(config.device)
+    check_training_memory(config, device, distributed.world_size())
+    out = Path(config.out_dir) if config.out_dir else None
+    with sigterm_raises(), _run_folder_lock(out):
+        return _train(config, device, out, callbacks, max_steps, progress)
+
+
+def _train(config: Config, device: torch.device, out: Path | None,
+           callbacks: Sequence[Callback], max_steps: int | None, progress: bool) -> Run:
+    """`train` once its run folder is locked: data, state, resume, the loop."""
     train_set, test_set = load_splits(config, with_test=config.eval_every > 0)
     batches = make_train_views(config, train_set, device, distributed.rank(),
                                distributed.world_size())
     schedule = StepSchedule.from_config(config, batches.steps_per_epoch)
     state = build_state(config, device)
     method = get_method(config.method)
-    out = Path(config.out_dir) if config.out_dir else None
 
     # ---- resume: the checkpoint's state and RNG, and the records up to its step
     run = Run(config, out, state.student, state.teacher,
@@ -128,7 +157,7 @@ def train(
             _flush(buffer, log, method, config)
             if stop.signal is not None:
                 _save(out, config, state)
-                run.interrupted = True
+                run.interrupted, run.stop_signal = True, stop.signal
                 break
             # ---- evaluate? save? (at the end of an epoch)
             if test_set is not None and schedule.epoch_end(state.step, config.eval_every):
@@ -149,23 +178,74 @@ def train(
     return run
 
 
+@contextmanager
+def _run_folder_lock(out: Path | None) -> Iterator[None]:
+    """Hold `out`'s lock while the run writes it (rank 0 takes it for every process).
+
+    Also removes the temporary files a run killed while saving left there: with the lock held,
+    no other process is writing them.
+    """
+    if out is None:
+        yield
+        return
+    lock = RunLock(out)
+    refusal = None
+    if distributed.is_main_process():
+        try:
+            lock.acquire()
+        except (RunFolderLocked, OSError) as err:
+            refusal = err
+    # Every process learns whether rank 0 holds the lock, so that none waits for it in vain.
+    refused = distributed.broadcast_object(None if refusal is None else str(refusal))
+    if refusal is not None:
+        raise refusal
+    if refused is not None:
+        raise RunFolderLocked(refused)
+    try:
+        if distributed.is_main_process():
+            _remove_temporaries(out)
+        yield
+    finally:
+        lock.release()
+
+
+def _remove_temporaries(out: Path) -> None:
+    """Delete the checkpoint and metrics temporaries of a save that a kill cut short."""
+    stale = [p for name in (CHECKPOINT_FILE, runlog.METRICS_FILE)
+             for p in sorted(out.glob(temporary_pattern(name)))]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    if stale:
+        warnings.warn(f"Removed {len(stale)} temporary file(s) that a run killed while saving "
+                      f"left in {out}: {', '.join(p.name for p in stale)}.", stacklevel=4)
+
+
 def _resume_or_start(state: TrainState, config: Config, out: Path | None,
                      device: torch.device) -> list[dict]:
     """Load `out`'s checkpoint into `state` and return the records up to its step; [] if new.
 
-    A new run folder gets config.json and an empty metrics.jsonl.
+    A new run folder gets config.json and an empty metrics.jsonl. A folder whose metrics.jsonl
+    holds records but which has no checkpoint is refused (RunFolderError), not wiped.
     """
     if out is None:
         return []
-    metrics = out / runlog.METRICS_FILE
-    if (out / CHECKPOINT_FILE).exists():
-        payload = load_checkpoint(out / CHECKPOINT_FILE, config, map_location=device)
+    metrics, checkpoint = out / runlog.METRICS_FILE, out / CHECKPOINT_FILE
+    if checkpoint.exists():
+        payload = load_checkpoint(checkpoint, config, map_location=device)
         state.load_state_dict(payload)
         set_rng_state(payload["rng"])
         if distributed.is_main_process():
             runlog.truncate_after(metrics, state.step)  # what follows will be written again
         distributed.barrier()  # the other processes read metrics.jsonl once rank 0 rewrote it
         return runlog.read(metrics)
+    records = runlog.read(metrics)
+    if records:
+        raise RunFolderError(
+            f"{out} holds a run's metrics ({len(records)} records in {metrics}, up to step "
+            f"{records[-1]['step']}) but no {CHECKPOINT_FILE}: that run stopped before its first "
+            f"checkpoint, or its checkpoint was moved or deleted. To continue it, put its "
+            f"{CHECKPOINT_FILE} back into {out}; to start afresh there, delete {metrics} (its "
+            "records are lost then); or give this run another folder.")
     if distributed.is_main_process():
         runlog.start(metrics)
         config.save(out / "config.json")
@@ -173,9 +253,15 @@ def _resume_or_start(state: TrainState, config: Config, out: Path | None,
 
 
 def _save(out: Path | None, config: Config, state: TrainState) -> None:
-    """Write the run's checkpoint (main process), then wait for every process."""
+    """Write the run's checkpoint (main process) if its state is finite, then wait for all.
+
+    A NaN or inf in any weight or buffer raises NonFiniteStateError instead, and the previous
+    checkpoint stays the last good state.
+    """
     if out is None:
         return
+    check_finite_state(state.student, state.teacher, state.center, state.step,
+                       out / CHECKPOINT_FILE)
     if distributed.is_main_process():
         save_checkpoint(out / CHECKPOINT_FILE, {
             "config": config.to_dict(), **state.state_dict(), "rng": rng_state()})

@@ -2,7 +2,8 @@
 
 Kept apart from the loop so that `engine.train` reads in a screen. Nothing here waits for the
 device except `MetricBuffer.flush`, the one host-device sync of a logging interval (DINO's
-MetricLogger syncs every step; the loop here reads its metrics back every `log_every` steps).
+MetricLogger syncs every step; the loop here reads its metrics back every `log_every` steps),
+and `check_finite_state`, once per checkpoint.
 """
 
 from __future__ import annotations
@@ -12,17 +13,25 @@ import signal
 import threading
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from discomm_lite import distributed
+from discomm_lite.checkpoint import non_finite_tensors
 from discomm_lite.config import Config
 from discomm_lite.methods import Method
 
 
 class NonFiniteLossError(FloatingPointError):
     """The loss became NaN or inf; the last checkpoint on disk is the last good state."""
+
+
+class NonFiniteStateError(FloatingPointError):
+    """A weight or buffer became NaN or inf; it was not saved, the last checkpoint is good."""
 
 
 class ChannelCollapseWarning(UserWarning):
@@ -52,6 +61,24 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+@contextmanager
+def sigterm_raises() -> Iterator[None]:
+    """While inside, SIGTERM raises SystemExit(143) so that `finally` blocks run (a run folder's
+    lock is released); its default action ends the process at once. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class MetricBuffer:
@@ -105,6 +132,32 @@ def check_finite(steps: list[int], values: dict[str, list[float]]) -> None:
                 f"The loss is not finite at step {step} (parts: {parts}). The run stopped; its "
                 "last checkpoint is the last good state. Lower lr, raise eps, or use fp32/bf16."
             )
+
+
+def check_finite_state(student: nn.Module, teacher: nn.Module, center: Tensor | None, step: int,
+                       checkpoint: Path) -> None:
+    """Raise NonFiniteStateError, naming the first bad tensor, unless every weight and buffer of
+    `student` and `teacher` (and DINO's `center`) is finite: what a checkpoint may hold.
+
+    A finite loss does not imply it (an inf BatchNorm running_var). One host-device sync; under
+    torchrun every process learns whether any process's tensors are bad (the teachers' batch
+    statistics differ between processes), so that all stop together.
+    """
+    named = [*((f"student's {k}", v) for k, v in student.state_dict().items()),
+             *((f"teacher's {k}", v) for k, v in teacher.state_dict().items()), ("center", center)]
+    bad = non_finite_tensors(named)
+    count = len(bad)
+    if distributed.is_distributed():
+        device = next(student.parameters()).device
+        count = int(distributed.all_reduce_sum(torch.tensor([count], device=device)).item())
+    if count:
+        first = bad[0] if bad else "a tensor of another process"
+        more = f" ({len(bad) - 1} more tensors too)" if len(bad) > 1 else ""
+        raise NonFiniteStateError(
+            f"The {first} holds NaN or inf values at step {step}{more}: the run stopped without "
+            f"saving this state, so {checkpoint} (if any) is still the last good one. Lower lr, "
+            "raise eps, or use fp32/bf16."
+        )
 
 
 def health_warning(record: dict, method: Method, config: Config) -> dict | None:

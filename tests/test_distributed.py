@@ -1,6 +1,7 @@
 """Two gloo processes on CPU compute what one process computes on the same global batch."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -10,6 +11,7 @@ import pytest
 import torch
 
 from discomm_lite import losses
+from discomm_lite.runlock import LOCK_FILE, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -149,3 +151,25 @@ def test_two_processes_train_like_one(tmp_path, method):
     for ra, rb in zip(a, b, strict=True):
         for key in ("loss", "coding_rate"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-3, abs=1e-5), (ra["step"], key)
+
+
+def test_under_torchrun_rank_0_holds_the_lock_and_a_refusal_stops_every_process(tmp_path):
+    # A run folder held by this (live) process: both ranks must refuse, none wait for the other.
+    out = tmp_path / "held"
+    lock = RunLock(out)
+    lock.acquire()
+    args = ["-m", "discomm_lite", "train", "--preset", "synthetic-toy", "--backbone",
+            "convnet-small-gn", "--train_subset", "128", "--batch_size", "32", "--epochs", "1",
+            "--n_bits", "16", "--head_hidden_dim", "64", "--eval_every", "0", "--device", "cpu",
+            "--out", str(out)]
+    refused = subprocess.run([*TORCHRUN, *args], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+    assert refused.returncode != 0
+    assert refused.stderr.count(f"error: The run folder {out} is in use by process "
+                                f"{os.getpid()}") == 2  # rank 0's own refusal, and rank 1's
+    assert json.loads((out / LOCK_FILE).read_text())["pid"] == os.getpid()  # untouched
+    lock.release()
+    done = subprocess.run([*TORCHRUN, *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (out / LOCK_FILE).exists()  # rank 0 released it

@@ -15,9 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from discomm_lite import step
+from discomm_lite import engine, step
 from discomm_lite.config import make_config
-from discomm_lite.engine import ChannelCollapseWarning, NonFiniteLossError, train
+from discomm_lite.engine import (
+    ChannelCollapseWarning,
+    NonFiniteLossError,
+    NonFiniteStateError,
+    RunFolderError,
+    RunFolderLocked,
+    train,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +73,7 @@ def test_resume_continues_the_same_trajectory(tmp_path):
     # Interrupted mid-epoch 2 (step 11 of 24), then resumed from its checkpoint.
     config = tiny_config(tmp_path / "b", **changes)
     train(config, max_steps=11, progress=False)
-    assert torch.load(Path(config.out_dir) / "checkpoint.pt", weights_only=False)["step"] == 11
+    assert torch.load(Path(config.out_dir) / "checkpoint.pt", weights_only=True)["step"] == 11
     resumed = train(config, progress=False)
     for k, v in full.student.state_dict().items():
         assert torch.equal(v, resumed.student.state_dict()[k]), k
@@ -97,7 +104,10 @@ def test_resume_with_another_config_is_refused(tmp_path):
         train(tiny_config(tmp_path, epochs=1, eval_every=0, n_bits=32), progress=False)
 
 
-def test_sigterm_saves_a_checkpoint_at_the_step_reached(tmp_path):
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_saves_a_checkpoint_and_exits_128_plus_it_without_the_completion_json(
+        tmp_path, stop):
     out = tmp_path / "term"
     args = [sys.executable, "-m", "discomm_lite", "train", "--preset", "synthetic-toy",
             "--out", str(out), "--epochs", "40", "--train_subset", "512", "--batch_size", "64",
@@ -109,13 +119,101 @@ def test_sigterm_saves_a_checkpoint_at_the_step_reached(tmp_path):
     while time.time() < deadline and not (metrics.exists()
                                           and metrics.read_text().count("\n") >= 3):
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err
-    saved = torch.load(out / "checkpoint.pt", weights_only=False)
+    proc.send_signal(stop)
+    stdout, err = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + stop, err  # 143, 130: not "finished" to a scheduler
+    assert stdout == ""  # no completion JSON
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert 3 <= saved["step"] < 40 * 8
     stopped = records(out, "interrupted")
     assert stopped and f"step {saved['step']}" in stopped[-1]["message"]
+    assert err.strip().splitlines()[-1] == f"interrupted: {stopped[-1]['message']}"
+    assert not (out / "run.lock").exists()  # released on the way out
+
+
+@pytest.mark.slow
+def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_finishes_intact(tmp_path):
+    out = tmp_path / "shared"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "discomm_lite", "train", "--preset", "synthetic-toy", "--out",
+         str(out), "--epochs", "3", "--train_subset", "512", "--test_subset", "128",
+         "--batch_size", "64", "--n_bits", "16", "--head_hidden_dim", "64", "--log_every", "2"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "run.lock").exists():
+        time.sleep(0.05)
+    assert first.poll() is None, "the first run ended before the second one started"
+    with pytest.raises(RunFolderLocked, match=rf"{out} is in use by process {first.pid}"):
+        train(tiny_config(tmp_path, n_bits=32, out_dir=str(out)), progress=False)
+    _, err = first.communicate(timeout=600)
+    assert first.returncode == 0, err
+    # The first run's files are its own alone: config, checkpoint and every record.
+    assert json.loads((out / "config.json").read_text())["n_bits"] == 16
+    saved = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert saved["config"]["n_bits"] == 16 and saved["step"] == 24
+    assert [r["step"] for r in records(out, "train")] == list(range(2, 25, 2))
+    assert [r["step"] for r in records(out, "eval")] == [16, 24]  # the preset's eval_every 2
+    assert not (out / "run.lock").exists()
+
+
+@pytest.mark.slow
+def test_a_folder_with_metrics_but_no_checkpoint_is_refused_not_wiped(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, eval_every=0)
+    train(config, max_steps=4, progress=False)
+    metrics = Path(config.out_dir) / "metrics.jsonl"
+    before = metrics.read_bytes()
+    (Path(config.out_dir) / "checkpoint.pt").rename(tmp_path / "moved.pt")
+    with pytest.raises(RunFolderError, match=r"2 records .* up to step 4\) but no checkpoint.pt"
+                                             r".*put its checkpoint.pt back.*delete .*metrics"):
+        train(config, progress=False)
+    assert metrics.read_bytes() == before
+    (tmp_path / "moved.pt").rename(Path(config.out_dir) / "checkpoint.pt")  # as the error says
+    assert train(config, progress=False).records[-1]["step"] == 8
+
+
+@pytest.mark.slow
+def test_temporaries_of_a_save_cut_short_are_removed_at_the_next_start(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, eval_every=0)
+    train(config, max_steps=2, progress=False)
+    run_dir = Path(config.out_dir)
+    stale = [run_dir / "checkpoint.pt.4242-deadbeef.tmp", run_dir / "metrics.jsonl.4242-0.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    with pytest.warns(UserWarning, match=r"Removed 2 temporary file\(s\) .*checkpoint.pt.4242"):
+        train(config, progress=False)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.json",
+                                                         "metrics.jsonl"]
+
+
+@pytest.mark.parametrize("max_steps", [0, -1, 2.5])
+def test_max_steps_that_would_train_nothing_are_refused(tmp_path, max_steps):
+    with pytest.raises(ValueError, match=rf"max_steps = {max_steps} would train nothing"):
+        train(tiny_config(tmp_path), max_steps=max_steps, progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_non_finite_buffer_is_never_saved(tmp_path, monkeypatch):
+    # A finite loss with an inf BatchNorm statistic (as lr 1e3 gave): the loss check cannot see it.
+    config = tiny_config(tmp_path, epochs=3, eval_every=0, log_every=1)
+    real = engine.train_step
+
+    def poisoned(state, *args):
+        values, host = real(state, *args)
+        if state.step == 11:  # inside epoch 2, after the epoch-1 checkpoint
+            state.teacher.backbone.net.features[1].running_var[5] = float("inf")
+        return values, host
+
+    monkeypatch.setattr(engine, "train_step", poisoned)
+    with pytest.raises(NonFiniteStateError, match=r"The teacher's backbone.net.features.1."
+                                                  r"running_var holds NaN or inf values at step "
+                                                  r"16: .* without saving"):
+        train(config, progress=False)
+    saved = torch.load(Path(config.out_dir) / "checkpoint.pt", weights_only=True)
+    assert saved["step"] == 8  # the last good state
+    assert all(torch.isfinite(v).all() for v in saved["teacher"].values() if v.is_floating_point())
+    assert not (Path(config.out_dir) / "run.lock").exists()
+    assert [r["step"] for r in records(config.out_dir, "train")][-1] == 16  # its steps logged
 
 
 def test_injected_nan_stops_with_step_and_parts_and_keeps_last_checkpoint(tmp_path, monkeypatch):
@@ -134,7 +232,7 @@ def test_injected_nan_stops_with_step_and_parts_and_keeps_last_checkpoint(tmp_pa
     with pytest.raises(NonFiniteLossError) as info:
         train(config, progress=False)
     assert "step 11" in str(info.value) and "coding_rate" in str(info.value)
-    saved = torch.load(Path(config.out_dir) / "checkpoint.pt", weights_only=False)
+    saved = torch.load(Path(config.out_dir) / "checkpoint.pt", weights_only=True)
     assert saved["step"] == 8
     assert all(torch.isfinite(v).all() for v in saved["student"].values()
                if v.is_floating_point())
@@ -215,7 +313,15 @@ def test_cli_evaluate_with_a_retrieval_split_and_dinos_probe(tmp_path):
          "--retrieval-root", str(split), "--dino-linear-epochs", "1", "--train-subset", "64",
          "--test-subset", "32"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
-    written = json.loads(checkpoint.with_suffix(".eval.json").read_text())
+    # Other options than the checkpoint's own: a file of its own, which records them.
+    written = json.loads(checkpoint.with_suffix(
+        ".eval-train_subset=64,test_subset=32,retrieval=split,dino_linear_epochs=1.json"
+    ).read_text())
+    assert written["options"] == {"dataset": "synthetic", "data_root": None, "train_subset": 64,
+                                  "test_subset": 32, "retrieval_k": None,
+                                  "retrieval_root": str(split.resolve()),
+                                  "dino_linear_epochs": 1}
+    assert not checkpoint.with_suffix(".eval.json").exists()
     assert written["retrieval_protocol"].startswith("query/database split")
     assert 0 <= written["map_cosine"] <= 1 and 0 <= written["linear_dino_top1"] <= 1
     assert written["linear_dino_protocol"].startswith("DINO protocol")
@@ -315,7 +421,7 @@ def test_pretrained_dino_run_continues_with_its_center(tmp_path):
     dino = dict(method="dino", n_prototypes=32, head_bottleneck_dim=16, eval_every=0, epochs=1)
     train(tiny_config(tmp_path / "source", **dino), progress=False)
     checkpoint = tmp_path / "source" / "run" / "checkpoint.pt"
-    saved = torch.load(checkpoint, weights_only=False)["center"]
+    saved = torch.load(checkpoint, weights_only=True)["center"]
     assert saved.abs().sum() > 0
     state = step.build_state(tiny_config(tmp_path / "next", pretrained=str(checkpoint), **dino),
                                torch.device("cpu"))
