@@ -2,16 +2,26 @@
 
 The `train` options are generated from the `Config` fields, so the CLI can never drift from the
 config. Runs unchanged under `torchrun --nproc_per_node=K -m discomm_lite train ...`.
+
+Exit status: 0 done; 1 a run or an evaluation failed (a damaged checkpoint, a diverged loss, a
+full disk, ...); 2 bad input; 128 + the signal when SIGINT (130) or SIGTERM (143) stopped a run
+after its checkpoint. Every error is one message on stderr; `--debug` shows its traceback.
+Options must be spelled in full (no abbreviations): `--n_bit 64` must not silently mean n_bits.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import traceback
+import warnings
 
 from discomm_lite import runlog
 from discomm_lite.config import PRESETS, Config, field_types, make_config, optional_fields
+
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -19,6 +29,9 @@ _FALSE = {"0", "false", "no", "off"}
 
 def parse_value(name: str, text: str):
     """Turn a command-line string into the type of Config field `name` ("none" for None)."""
+    if name not in field_types():
+        raise ValueError(f"{name!r} is not a Config field: --grid and -p take Config fields (see "
+                         "python -m discomm_lite train --help).")
     kind = field_types()[name]
     if text.lower() == "none" and name in optional_fields():
         return None
@@ -47,55 +60,89 @@ def _overrides(args: argparse.Namespace) -> dict:
     return {n: parse_value(n, getattr(args, n)) for n in names if getattr(args, n) is not None}
 
 
+def _path(text: str) -> str:
+    """An argparse type: a non-empty path, with ~ expanded."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("an empty path names nothing; give a folder or file")
+    return os.path.expanduser(text)
+
+
+def _at_least(low: int):
+    """An argparse type: an integer >= `low` (a count that would otherwise do nothing)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"takes an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"takes an integer >= {low}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m discomm_lite`; `train`'s options are the Config's fields."""
     parser = argparse.ArgumentParser(
-        prog="python -m discomm_lite",
+        prog="python -m discomm_lite", allow_abbrev=False,
         description="BITS: self-supervised learning as discrete communication (arXiv 2602.09764).",
     )
+    common = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    common.add_argument("--debug", action="store_true",
+                        help="on an error, show its traceback (default: a one-line message)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser(
+    def add_command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return commands.add_parser(name, parents=[common], allow_abbrev=False, **kwargs)
+
+    train = add_command(
         "train", help="train a run (resumes when --out holds a checkpoint)",
         description="Train BITS, SimDINO or DINO. Writes OUT/config.json, OUT/metrics.jsonl and "
                     "OUT/checkpoint.pt, and resumes when OUT already holds a checkpoint.")
     train.add_argument("--preset", choices=sorted(PRESETS), default=None)
-    train.add_argument("--out", required=True, help="run folder")
-    train.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    train.add_argument("--out", type=_path, required=True, help="run folder")
+    train.add_argument("--max-steps", type=_at_least(1), default=None,
+                       help="stop after this many steps")
     _add_config_options(train)
 
-    evaluate = commands.add_parser(
+    evaluate = add_command(
         "evaluate", help="k-NN, linear probe, retrieval and geometry of a checkpoint",
-        description="Evaluate a checkpoint's teacher; writes <checkpoint>.eval.json beside it.")
-    evaluate.add_argument("--checkpoint", required=True)
+        description="Evaluate a checkpoint's teacher; writes <checkpoint>.eval.json beside it "
+                    "(<checkpoint>.eval-<options>.json with other data or protocol options).")
+    evaluate.add_argument("--checkpoint", type=_path, required=True)
     evaluate.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
-    evaluate.add_argument("--data-root", default=None)
-    evaluate.add_argument("--train-subset", type=int, default=None)
-    evaluate.add_argument("--test-subset", type=int, default=None)
-    evaluate.add_argument("--retrieval-k", type=int, default=None, help="default: mAP@ALL")
+    evaluate.add_argument("--data-root", type=_path, default=None)
+    evaluate.add_argument("--train-subset", type=_at_least(0), default=None,
+                          help="default: the checkpoint's; 0: the whole split")
+    evaluate.add_argument("--test-subset", type=_at_least(0), default=None,
+                          help="default: the checkpoint's; 0: the whole split")
+    evaluate.add_argument("--retrieval-k", type=_at_least(1), default=None,
+                          help="default: mAP@ALL")
     evaluate.add_argument(
-        "--retrieval-root", default=None, metavar="DIR",
+        "--retrieval-root", type=_path, default=None, metavar="DIR",
         help="a query/database split (DIR/query/<class>/<image>, DIR/database/<class>/<image>), "
              "the paper's protocol; default: self-search on the test set")
     evaluate.add_argument(
-        "--dino-linear-epochs", type=int, default=0, metavar="N",
+        "--dino-linear-epochs", type=_at_least(0), default=0, metavar="N",
         help="also run DINO's linear protocol (SGD on augmented crops through the frozen "
              "backbone) for N epochs (DINO: 100; meant for GPUs); default 0: only the fast proxy")
     evaluate.add_argument("--device", default="cpu")
 
-    sweep = commands.add_parser(
+    sweep = add_command(
         "sweep", help="run a notebook over a parameter grid with papermill",
         description="Execute NOTEBOOK once per point of the grid (papermill), each in its own "
                     "folder under --out, a bounded number at a time; failed runs are reported.")
-    sweep.add_argument("notebook")
+    sweep.add_argument("notebook", type=_path)
     sweep.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
                        help="Config field and its values, e.g. n_bits=32,64 reinit_every=0,2")
     sweep.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                        metavar=("NAME", "VALUE"), help="a fixed parameter for every run")
-    sweep.add_argument("--out", required=True)
-    sweep.add_argument("--jobs", type=int, default=None, help="parallel runs (default: 2)")
+    sweep.add_argument("--out", type=_path, required=True)
+    sweep.add_argument("--jobs", type=_at_least(1), default=None,
+                       help="parallel runs (default: 2)")
 
-    commands.add_parser("presets", help="list the presets and their settings")
+    add_command("presets", help="list the presets and their settings")
     return parser
 
 
@@ -113,47 +160,77 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; return the exit status (2 with a one-line message for bad input)."""
+    """Run a command; return the exit status (see the module docstring)."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.command == "train":
-            from discomm_lite import distributed
-            from discomm_lite.engine import train
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        try:
+            return _run(args)
+        except KeyboardInterrupt as e:  # SIGINT: train saved its checkpoint first
+            print(f"interrupted: {e or 'stopped by SIGINT'}", file=sys.stderr)
+            return 130
+        except Exception as e:
+            if args.debug:
+                traceback.print_exc()
+            print(f"error: {_message(e)}", file=sys.stderr)
+            return EXIT_BAD_INPUT if isinstance(e, ValueError) else EXIT_FAILED
 
-            config = make_config(args.preset, **_overrides(args), out_dir=args.out)
-            try:
-                run = train(config, max_steps=args.max_steps)
-                main_process = distributed.is_main_process()
-            finally:
-                distributed.shutdown()
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from discomm_lite import distributed
+        from discomm_lite.engine import train
+
+        config = make_config(args.preset, **_overrides(args), out_dir=args.out)
+        try:
+            run = train(config, max_steps=args.max_steps)
+            main_process = distributed.is_main_process()
+        finally:
+            distributed.shutdown()
+        if run.interrupted:  # SIGTERM: a checkpoint, an "interrupted" record, not the JSON
             if main_process:
-                print(json.dumps({"out_dir": args.out,
-                                  "final_eval": runlog.last(run.records, "eval")}))
-        elif args.command == "evaluate":
-            from discomm_lite.suite import evaluate_checkpoint
+                print(f"interrupted: {run.last('interrupted')['message']}", file=sys.stderr)
+            return 128 + run.stop_signal
+        if main_process:
+            print(json.dumps({"out_dir": config.out_dir,
+                              "final_eval": runlog.last(run.records, "eval")}))
+    elif args.command == "evaluate":
+        from discomm_lite.suite import evaluate_checkpoint
 
-            result = evaluate_checkpoint(
-                args.checkpoint, dataset=args.dataset, data_root=args.data_root,
-                train_subset=args.train_subset, test_subset=args.test_subset,
-                device=args.device, retrieval_k=args.retrieval_k,
-                retrieval_root=args.retrieval_root, dino_linear_epochs=args.dino_linear_epochs)
-            print(json.dumps(result, indent=2))
-        elif args.command == "sweep":
-            from discomm_lite.sweep import run_sweep
+        result = evaluate_checkpoint(
+            args.checkpoint, dataset=args.dataset, data_root=args.data_root,
+            train_subset=args.train_subset, test_subset=args.test_subset,
+            device=args.device, retrieval_k=args.retrieval_k,
+            retrieval_root=args.retrieval_root, dino_linear_epochs=args.dino_linear_epochs)
+        print(json.dumps(result, indent=2))
+    elif args.command == "sweep":
+        from discomm_lite.sweep import run_sweep
 
-            fixed = {n: parse_value(n, v) for n, v in args.parameter}
-            results = run_sweep(args.notebook, parse_grid(args.grid), args.out,
-                                parameters=fixed, jobs=args.jobs)
-            failed = [r for r in results if r["status"] != "ok"]
-            for r in failed:
-                print(f"FAILED {r['name']}: {r['error']}", file=sys.stderr)
-            print(f"{len(results) - len(failed)} runs ok, {len(failed)} failed; "
-                  f"summary in {args.out}/summary.json")
-            return 1 if failed else 0
-        else:
-            for name, values in PRESETS.items():
-                print(f"{name}: {json.dumps(values)}")
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        fixed = {n: parse_value(n, v) for n, v in args.parameter}
+        results = run_sweep(args.notebook, parse_grid(args.grid), args.out,
+                            parameters=fixed, jobs=args.jobs)
+        failed = [r for r in results if r["status"] != "ok"]
+        for r in failed:
+            print(f"FAILED {r['name']}: {r['error']}", file=sys.stderr)
+        print(f"{len(results) - len(failed)} runs ok, {len(failed)} failed; "
+              f"summary in {args.out}/summary.json")
+        return EXIT_FAILED if failed else 0
+    else:
+        for name, values in PRESETS.items():
+            print(f"{name}: {json.dumps(values)}")
     return 0
+
+
+def _message(error: Exception) -> str:
+    """An exception as the CLI shows it: the library's own message; else type and message."""
+    text = str(error).strip()
+    if "Original Traceback" in text:  # raised in a DataLoader worker: the last line is the error
+        text = text.splitlines()[-1]
+    if isinstance(error, (ValueError, OSError, RuntimeError, ArithmeticError)):
+        return text or type(error).__name__
+    return f"{type(error).__name__}: {text} (run again with --debug for the traceback)"
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one line on stderr, without the source line that raised them."""
+    print(f"warning: {message}", file=sys.stderr)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import numbers
+import os
 import typing
 import warnings
 from dataclasses import dataclass, fields
@@ -134,6 +137,7 @@ class Config:
     collapse_warn: float = 0.5  # warn when this fraction of teacher bits is constant in a batch
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _validate(self)
 
     @property
@@ -214,6 +218,44 @@ def check_field_names(values: dict) -> None:
 
 def _fail(name: str, value, accepted: str) -> None:
     raise ValueError(f"Config.{name} = {value!r} is not valid: it must be {accepted}.")
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "True or False", str: "a string"}
+_PATH_FIELDS = ("out_dir", "data_root", "pretrained")
+
+
+def _check_types(c: Config) -> None:
+    """Each field holds its declared type (None where Optional), finite, with ~ expanded.
+
+    An int is a valid float; a bool is neither an int nor a float. Other numeric types (NumPy's)
+    become the field's Python type, so that config.json can record them. A frozen dataclass
+    normalises through object.__setattr__.
+    """
+    optional = optional_fields()
+    for name, kind in field_types().items():
+        value = getattr(c, name)
+        if value is None and name in optional:
+            continue
+        if kind is int:
+            valid = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        elif kind is float:
+            valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        else:
+            valid = isinstance(value, kind)
+        if not valid:
+            _fail(name, value, _TYPE_NAMES[kind] + (", or None" if name in optional else "")
+                  + f" (got type {type(value).__name__})")
+        if kind is float and not math.isfinite(value):
+            _fail(name, value, "a finite number")
+        if kind in (int, float) and type(value) not in (int, float):
+            object.__setattr__(c, name, kind(value))
+    for name in _PATH_FIELDS:
+        value = getattr(c, name)
+        if value is not None and not value.strip():
+            _fail(name, value, "a path, or None" + (" for no run folder" if name == "out_dir"
+                                                     else ""))
+        if value is not None:
+            object.__setattr__(c, name, os.path.expanduser(value))
 
 
 def _check_views(c: Config) -> None:

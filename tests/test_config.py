@@ -174,5 +174,45 @@ def test_view_fields_are_checked_by_the_view_spec_they_build():
         Config(local_scale_min=0.5, local_scale_max=0.4)
     with pytest.raises(ValueError, match="Config.blur = 1 is not valid: it must be True or False"):
         Config(blur=1)
-    with pytest.raises(ValueError, match="Config.n_global = 1.5 .* an integer >= 1"):
+    with pytest.raises(ValueError, match="Config.n_global = 0 .* an integer >= 1"):
+        Config(n_global=0)
+    # A wrong type is refused before: by the Config's type check (see test_types_are_checked).
+    with pytest.raises(ValueError, match="Config.n_global = 1.5 .* an integer"):
         Config(n_global=1.5)
+
+
+@pytest.mark.parametrize("name,value,accepted", [
+    ("epochs", 2.5, "an integer (got type float)"),  # would train 2.5 epochs
+    ("n_bits", True, "an integer (got type bool)"),  # a bool is not an int
+    ("n_bits", "64", "an integer (got type str)"),
+    ("lr", "0.1", "a number (got type str)"),
+    ("lr", False, "a number (got type bool)"),
+    ("blur", 1, "True or False (got type int)"),
+    ("method", None, "a string (got type NoneType)"),  # not Optional
+    ("data_root", 3, "a string, or None (got type int)"),
+    ("coding_rate_weight", "0.1", "a number, or None (got type str)"),
+    ("lr", float("inf"), "a finite number"),
+    ("eps", float("inf"), "a finite number"),
+    ("coding_rate_weight", float("inf"), "a finite number"),
+    ("momentum", float("nan"), "a finite number"),
+    ("out_dir", "", "a path, or None for no run folder"),
+    ("pretrained", "  ", "a path, or None"),
+])
+def test_types_are_checked_and_non_finite_numbers_refused(name, value, accepted):
+    with pytest.raises(ValueError) as info:
+        Config(**{name: value})
+    assert str(info.value) == f"Config.{name} = {value!r} is not valid: it must be {accepted}."
+
+
+def test_ints_are_floats_numpy_numbers_become_python_ones_and_paths_expand(monkeypatch, tmp_path):
+    import numpy as np
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = Config(lr=1, lr_end=0, n_bits=np.int64(32), eps=np.float32(0.25),
+                    out_dir="~/runs/a", data_root="~/data", pretrained="~/a.pt")
+    assert config.lr == 1 and type(config.lr) is int  # as given: config.json keeps 1
+    assert type(config.n_bits) is int and config.n_bits == 32
+    assert type(config.eps) is float and config.eps == 0.25
+    assert (config.out_dir, config.data_root, config.pretrained) == (
+        f"{tmp_path}/runs/a", f"{tmp_path}/data", f"{tmp_path}/a.pt")
+    assert Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
