@@ -218,6 +218,8 @@ def retrieval_map(
     """
     if metric not in ("cosine", "hamming"):
         raise ValueError(f"metric must be 'cosine' or 'hamming'; got {metric!r}.")
+    if k is not None and k < 1:
+        raise ValueError(f"k = {k}: mAP@k needs k >= 1 (None: mAP@ALL).")
     self_search = database is None
     if self_search:
         database, database_labels = query, query_labels

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 import time
+import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from discomm_lite.atomic import atomic_write
 from discomm_lite.checkpoint import load_checkpoint, load_model
 from discomm_lite.config import Config
 from discomm_lite.data import ImageFolderDataset
+from discomm_lite.distributed import resolve_device
 from discomm_lite.evaluate import evaluate_knn, map_vs_bits, retrieval_map
 from discomm_lite.features import dino_linear_probe, extract_features
 from discomm_lite.language import language_summary
@@ -27,6 +31,10 @@ LINEAR_PROXY = ("fast proxy: logistic regression on features pre-extracted from 
                 "center-cropped images (not DINO's eval_linear.py protocol)")
 LINEAR_DINO = ("DINO protocol (eval_linear.py): SGD on random-resized, flipped crops through the "
                "frozen backbone; last-epoch accuracy")
+
+
+class EvaluationNotSavedWarning(UserWarning):
+    """An evaluation could not be written beside its checkpoint; it is only returned."""
 
 
 def evaluate_model(
@@ -87,10 +95,10 @@ def evaluate_model(
     if head is not None:
         on_codes = {} if database is None else {"database": database["codes"],
                                                 "database_labels": database["labels"]}
-        result["map_hamming"] = retrieval_map(searcher["codes"], searcher["labels"], **on_codes,
-                                              metric="hamming", k=retrieval_k)["map"]
-        result["map_vs_bits"] = {str(b): v for b, v in map_vs_bits(
-            searcher["codes"], searcher["labels"], **on_codes, k=retrieval_k).items()}
+        vs_bits = map_vs_bits(searcher["codes"], searcher["labels"], **on_codes, k=retrieval_k)
+        # Its entry for all K bits is exactly the Hamming retrieval on the whole code.
+        result["map_hamming"] = vs_bits[searcher["codes"].shape[1]]
+        result["map_vs_bits"] = {str(b): v for b, v in vs_bits.items()}
         result.update({f"code_{k}": v for k, v in language_summary(query["codes"]).items()})
     result["eval_seconds"] = time.perf_counter() - started
     return result
@@ -140,10 +148,16 @@ def evaluate_checkpoint(
     The dataset and subsets default to the checkpoint's own; pass another dataset to measure
     transfer (the teacher's codes are then still those of its head). `retrieval_root` holds a
     query/database split (`load_retrieval_split`; without it retrieval is self-search on the test
-    set); `dino_linear_epochs > 0` adds DINO's linear protocol. The file is
-    `<checkpoint>.eval.json`, or `<checkpoint>.eval-<dataset>.json` for another dataset.
+    set); `dino_linear_epochs > 0` adds DINO's linear protocol. The result records these choices
+    under "options", and is written atomically to `evaluation_path` (a different evaluation is
+    never overwritten); a folder that cannot be written gets an EvaluationNotSavedWarning.
     """
-    path = Path(path)
+    path = Path(path).expanduser()
+    device = resolve_device(device)
+    if retrieval_k is not None and retrieval_k < 1:
+        raise ValueError(f"retrieval_k = {retrieval_k}: mAP@k needs k >= 1 (None: mAP@ALL).")
+    if dino_linear_epochs < 0:
+        raise ValueError(f"dino_linear_epochs = {dino_linear_epochs} must be >= 0 (0: none).")
     payload = load_checkpoint(path)
     config = Config.from_dict(payload["config"])
     model = load_model(payload, "teacher").to(device)
@@ -153,23 +167,81 @@ def evaluate_checkpoint(
     train_set, test_set = load_splits(data_config)
     retrieval_split = load_retrieval_split(retrieval_root) if retrieval_root else None
     head = model.head if get_method(config.method).emits_codes else None  # DINO: prototypes
+    options = {"dataset": data_config.dataset, "data_root": data_config.data_root,
+               "train_subset": data_config.train_subset, "test_subset": data_config.test_subset,
+               "retrieval_k": retrieval_k,
+               "retrieval_root": str(Path(retrieval_root).resolve()) if retrieval_root else None,
+               "dino_linear_epochs": dino_linear_epochs}
     result = {"checkpoint": str(path), "dataset": data_config.dataset, "step": payload["step"],
-              "method": config.method,
+              "method": config.method, "options": options,
               **evaluate_model(model.backbone, train_set, test_set,
                                image_size=config.image_size, head=head, device=device,
                                retrieval_k=retrieval_k, retrieval_split=retrieval_split,
                                dino_linear_epochs=dino_linear_epochs)}
     if write:
-        suffix = ".eval.json" if data_config.dataset == config.dataset else \
-            f".eval-{data_config.dataset}.json"
-        path.with_suffix(suffix).write_text(json.dumps(result, indent=2) + "\n")
+        _write_evaluation(evaluation_path(path, config, **options), result)
     return result
+
+
+def evaluation_path(checkpoint: str | Path, config: Config, *, dataset: str | None = None,
+                    train_subset: int | None = None, test_subset: int | None = None,
+                    retrieval_k: int | None = None, retrieval_root: str | None = None,
+                    dino_linear_epochs: int = 0, **ignored) -> Path:
+    """Where `evaluate_checkpoint` writes the evaluation of `checkpoint` with these options.
+
+    `<checkpoint>.eval.json` for the checkpoint's own dataset and subsets (its `config`) and the
+    default protocol; else the options that differ name the file, e.g.
+    `checkpoint.eval-cifar10.json` or `checkpoint.eval-train_subset=0,test_subset=0.json`.
+    Options as in `evaluate_checkpoint` (None: the checkpoint's); data_root names no file.
+    """
+    chosen = {"train_subset": train_subset, "test_subset": test_subset,
+              "retrieval_k": retrieval_k,
+              "retrieval": Path(retrieval_root).name if retrieval_root else None,
+              "dino_linear_epochs": dino_linear_epochs}
+    defaults = {"train_subset": config.train_subset, "test_subset": config.test_subset,
+                "retrieval_k": None, "retrieval": None, "dino_linear_epochs": 0}
+    parts = [dataset] if dataset not in (None, config.dataset) else []
+    parts += [f"{k}={v}" for k, v in chosen.items() if v is not None and v != defaults[k]]
+    tag = re.sub(r"[^A-Za-z0-9_.,=+-]", "_", ",".join(parts))
+    return Path(checkpoint).with_suffix(f".eval-{tag}.json" if tag else ".eval.json")
+
+
+def _write_evaluation(path: Path, result: dict) -> None:
+    """Write `result` to `path` atomically, or beside it when `path` holds another evaluation.
+
+    A file is replaced only by an evaluation with the same options; any other (two data roots,
+    say, or a file from before the options were recorded) is kept, and this one goes to
+    `<name>.2.json` (or .3, ...). A folder that cannot be written gets an
+    EvaluationNotSavedWarning: the result is then only returned (the CLI prints it).
+    """
+    target, number = path, 1
+    while target.exists() and _recorded_options(target) != result["options"]:
+        number += 1
+        target = path.with_name(f"{path.stem}.{number}.json")
+    if target != path:
+        warnings.warn(f"{path} holds an evaluation with other options; this one goes to "
+                      f"{target}.", stacklevel=3)
+    try:
+        atomic_write(target, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
+    except OSError as err:
+        warnings.warn(f"The evaluation was not saved: cannot write {target} ({err}). It is "
+                      "returned (and printed by the CLI) only.", EvaluationNotSavedWarning,
+                      stacklevel=3)
+
+
+def _recorded_options(path: Path) -> dict | None:
+    """The options an evaluation file records (None if it records none or cannot be read)."""
+    try:
+        recorded = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return recorded.get("options") if isinstance(recorded, dict) else None
 
 
 def evaluate_random_init(config: Config, device: str | torch.device = "cpu") -> dict:
     """`evaluate_model` of the network `config` draws before its first step: the floor.
 
-    `engine.build_state` seeds torch with `config.seed` before `make_model`, so this is exactly
+    `step.build_state` seeds torch with `config.seed` before `make_model`, so this is exactly
     the student (and teacher) a run of `config` starts from. It is scored on the run's own sets
     (`train_subset` / `test_subset` applied); set them to 0 for the whole splits.
     """

@@ -150,3 +150,52 @@ def test_random_init_floor_is_the_network_a_run_starts_from():
                 "code_mean_bit_entropy"):
         assert floor[key] == expected[key]
     assert evaluate_random_init(config.replace(seed=4))["map_cosine"] != floor["map_cosine"]
+
+
+@pytest.mark.parametrize("k", [None, 5])
+def test_map_hamming_is_computed_once_and_is_the_full_code_entry_of_map_vs_bits(k, monkeypatch):
+    from discomm_lite import suite
+
+    backbone, head = _model()
+    train_set, test_set = _synthetic(48, 0), _synthetic(40, 1)
+    calls = []
+    real = suite.map_vs_bits
+
+    def counted(*args, **kwargs):
+        calls.append(kwargs.get("k"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(suite, "map_vs_bits", counted)
+    monkeypatch.setattr(suite, "retrieval_map", lambda *a, metric="cosine", **kw: (
+        retrieval_map(*a, metric=metric, **kw) if metric == "cosine" else pytest.fail(
+            "the Hamming mAP of all K bits is map_vs_bits' last entry, not another search")))
+    result = evaluate_model(backbone, train_set, test_set, image_size=32, head=head,
+                            linear_epochs=2, retrieval_k=k)
+    assert calls == [k]
+    test = extract_features(backbone, test_set, image_size=32, head=head)
+    expected = retrieval_map(test["codes"], test["labels"], metric="hamming", k=k)["map"]
+    assert result["map_hamming"] == expected == result["map_vs_bits"]["16"]
+
+
+def test_evaluation_files_are_named_by_the_options_that_differ():
+    from discomm_lite.config import make_config
+    from discomm_lite.suite import evaluation_path
+
+    config = make_config("synthetic-toy")  # train_subset 2048, test_subset 0
+    path = "run/checkpoint.pt"
+    assert evaluation_path(path, config).name == "checkpoint.eval.json"
+    assert evaluation_path(path, config, dataset="synthetic", train_subset=2048,
+                           test_subset=0).name == "checkpoint.eval.json"  # its own: the default
+    assert evaluation_path(path, config, dataset="cifar10").name == "checkpoint.eval-cifar10.json"
+    assert evaluation_path(path, config, train_subset=0, test_subset=0).name == \
+        "checkpoint.eval-train_subset=0.json"
+    assert evaluation_path(path, config, dataset="imagefolder", retrieval_k=100,
+                           retrieval_root="/data/ffpq split", dino_linear_epochs=2).name == \
+        "checkpoint.eval-imagefolder,retrieval_k=100,retrieval=ffpq_split," \
+        "dino_linear_epochs=2.json"
+
+
+def test_retrieval_needs_k_of_at_least_one():
+    codes = torch.randint(0, 2, (6, 4))
+    with pytest.raises(ValueError, match="k = 0: mAP@k needs k >= 1"):
+        retrieval_map(codes, torch.arange(6) % 2, metric="hamming", k=0)
