@@ -15,6 +15,7 @@ import re
 import shutil
 import tarfile
 import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -230,6 +231,58 @@ def test_damaged_torchvision_file_names_the_folder(tmp_path: Path) -> None:
         load_dataset("cifar10", "train", tmp_path)
 
 
+class WritesMarker:
+    """Unpickling this object calls open(marker, "w"): the marker file appears if code runs."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_planted_cifar_pickle_is_refused_and_runs_nothing(tmp_path: Path) -> None:
+    write_fake_torchvision_cifar(tmp_path, "cifar10", np.random.default_rng(0))
+    planted = tmp_path / "cifar-10-batches-py" / "data_batch_2"
+    marker = tmp_path / "MARKER"
+    with open(planted, "wb") as f:
+        pickle.dump({"data": WritesMarker(marker), "labels": [0]}, f, protocol=2)
+    with pytest.raises(DataFormatError) as caught:
+        load_dataset("cifar10", "train", tmp_path)
+    assert str(caught.value).startswith(f"{planted} is not one of torchvision's CIFAR files: it "
+                                        "is a pickle that imports io.open")
+    assert "refused before anything in it ran" in str(caught.value)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_cifar_batches_of_any_pickle_protocol_read_the_same(tmp_path: Path,
+                                                             protocol: int) -> None:
+    expected = write_fake_torchvision_cifar(tmp_path, "cifar100", np.random.default_rng(3))
+    folder = tmp_path / "cifar-100-python"
+    for name in ("train", "test", "meta"):  # re-pickled, as a user's own copy may be
+        with open(folder / name, "rb") as f:
+            entry = pickle.load(f)
+        with open(folder / name, "wb") as f:
+            pickle.dump(entry, f, protocol=protocol)
+    dataset = load_dataset("cifar100", "test", tmp_path)
+    assert torch.equal(dataset.images, expected["test"][0])
+    assert torch.equal(dataset.labels, expected["test"][1])
+
+
+def test_cifar_batches_of_another_layout_are_named(tmp_path: Path) -> None:
+    write_fake_torchvision_cifar(tmp_path, "cifar10", np.random.default_rng(0))
+    batch = tmp_path / "cifar-10-batches-py" / "test_batch"
+    with open(batch, "wb") as f:
+        pickle.dump({"data": np.zeros((2, 100), np.uint8), "labels": [0, 1]}, f, protocol=2)
+    with pytest.raises(DataFormatError, match="do not hold .n, 3072. uint8 pixel rows"):
+        load_dataset("cifar10", "test", tmp_path)
+    with open(batch, "wb") as f:
+        pickle.dump({"data": np.zeros((2, 3072), np.uint8), "labels": [0, 10]}, f, protocol=2)
+    with pytest.raises(DataFormatError, match="labels must index the 10 class names"):
+        load_dataset("cifar10", "test", tmp_path)
+
+
 # ---- ImageFolder trees and their archives ------------------------------------------------------
 
 
@@ -372,6 +425,74 @@ def test_corrupt_archive_is_named(tmp_path: Path) -> None:
     archive.write_bytes((tmp_path / "whole.tar.gz").read_bytes()[:300])
     with pytest.raises(DataFormatError, match=re.escape(str(archive))):
         load_dataset("cifar10", "train", archive.parent)
+
+
+def test_an_archive_too_large_for_memory_is_refused_before_it_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 48 MB of zeros compress to ~50 kB: the size is in the tar headers, read before the data.
+    archive = tmp_path / "cifar10-jpeg.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for k in range(3):
+            member = tarfile.TarInfo(f"train/cat/img{k}.jpg")
+            member.size = 16 * 2**20
+            tar.addfile(member, io.BytesIO(bytes(member.size)))
+    assert archive.stat().st_size < 2**20
+    monkeypatch.setattr(data.cache, "in_memory_budget", lambda: 8 * 2**20)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataFormatError) as caught:
+            load_dataset("cifar10", "train", tmp_path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert str(caught.value).startswith(
+        f"The image files of the archive {archive} (up to train/cat/img0.jpg, "
+        f"{archive.stat().st_size} bytes compressed) would take 0.02 GiB of memory, more than "
+        "an in-memory dataset may take here (0.01 GiB")
+    assert peak < 4 * 2**20  # no member was read: each holds 16 MB
+
+
+def test_images_too_large_to_decode_are_named(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(tmp_path / "train", CIFAR10_CLASSES, 1, "png", seed=15)
+    huge = tmp_path / "train" / "dog" / "img000.png"
+    Image.new("RGB", (200, 100)).save(huge)  # a tiny file of 20,000 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5_000)  # PIL refuses > 2x this
+    with pytest.raises(DataFormatError, match=rf"The image {re.escape(str(huge))} is too large "
+                                              "to decode safely: Image size \\(20000 pixels"):
+        load_dataset("cifar10", "train", tmp_path)  # decoded into memory: read the header first
+    dataset = load_dataset("imagefolder", "train", tmp_path)  # read from disk by PIL
+    with pytest.raises(DataFormatError, match=rf"The image {re.escape(str(huge))} is too large "
+                                              "to decode safely.*MAX_IMAGE_PIXELS"):
+        dataset[[path for path, _ in dataset.samples].index(str(huge))]
+
+
+def test_a_tree_that_would_not_fit_in_memory_is_refused_before_decoding(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_tree(tmp_path / "train", CIFAR10_CLASSES, 2, "png", seed=16)
+    monkeypatch.setattr(data.cache, "in_memory_budget", lambda: 20 * 3 * 32 * 32 - 1)
+    with pytest.raises(DataFormatError, match=r"Decoding 20 images .* would take 0.00 GiB"):
+        load_dataset("cifar10", "train", tmp_path)
+
+
+@pytest.mark.parametrize("loop", ["split", "class", "image", "root"])
+def test_symbolic_link_loops_are_named(tmp_path: Path, loop: str) -> None:
+    root = tmp_path / "root"
+    write_tree(root / "train", ["a", "b"], 1, "png", seed=17)
+    if loop == "root":
+        shutil.rmtree(root)
+        root.symlink_to(root)
+        looping = root / "train"
+    else:
+        looping = {"split": root / "val", "class": root / "train" / "c",
+                   "image": root / "train" / "a" / "img9.png"}[loop]
+        if loop == "split":
+            shutil.copytree(root / "train", root / "test")  # val/ is looked at first
+        looping.symlink_to(looping.name)
+    split = "test" if loop == "split" else "train"
+    with pytest.raises(DataFormatError, match=rf"^{re.escape(str(looping))} leads through a "
+                                              "symbolic link that loops"):
+        load_dataset("imagefolder", split, root)
 
 
 def test_empty_folders_and_archives_are_errors(tmp_path: Path) -> None:

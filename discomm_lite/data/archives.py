@@ -16,7 +16,12 @@ from pathlib import Path, PurePosixPath
 import torch
 
 from discomm_lite.choices import SPLITS
-from discomm_lite.data.cache import decode_images, load_tensors, save_tensors
+from discomm_lite.data.cache import (
+    check_in_memory_size,
+    decode_images,
+    load_tensors,
+    save_tensors,
+)
 from discomm_lite.data.folders import IMAGE_EXTENSIONS, check_class_count, is_image_name
 from discomm_lite.data.locations import cache_root, make_cache_dir
 from discomm_lite.data.types import DataFormatError, ImageTensorDataset
@@ -82,9 +87,12 @@ def _read_archive(archive: Path) -> dict[str, dict[str, list[tuple[str, bytes]]]
     """Encoded images of a tar archive as {split: {class: [(member name, bytes)]}}.
 
     Members other than [<prefix>/]<split>/<class>/<image> are skipped; nothing is written to
-    disk, so member names cannot escape a destination folder.
+    disk, so member names cannot escape a destination folder. The members' sizes (from their
+    headers) are added up before each is read: an archive whose images would not fit in memory
+    (a few MB of gzip can hold GBs) is refused before they are loaded.
     """
     found: dict[str, dict[str, list[tuple[str, bytes]]]] = {}
+    total = 0
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
@@ -92,6 +100,10 @@ def _read_archive(archive: Path) -> dict[str, dict[str, list[tuple[str, bytes]]]
                 if not (member.isfile() and len(parts) >= 3 and parts[-3] in SPLITS
                         and not parts[-2].startswith(".") and is_image_name(parts[-1])):
                     continue
+                total += member.size
+                check_in_memory_size(total, f"The image files of the archive {archive} (up to "
+                                            f"{member.name}, {archive.stat().st_size} bytes "
+                                            "compressed)")
                 data = tar.extractfile(member).read()
                 found.setdefault(parts[-3], {}).setdefault(parts[-2], []).append(
                     (member.name, data))

@@ -3,28 +3,59 @@
 Each cache entry is a .pt file holding {"images": (N, 3, H, W) uint8, "labels": (N,) int64,
 "classes": [str]}, written under a temporary name and renamed into place in one step, so the
 second load of a dataset takes well under a second.
+
+An in-memory dataset may take at most `in_memory_budget()`: half the machine's memory. Sizes
+are checked before anything is read or decoded (a small file can hold a huge image).
 """
 
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 import warnings
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import Tensor
 from torchvision.io import ImageReadMode, decode_image
 
 from discomm_lite.data.locations import make_cache_dir
 from discomm_lite.data.types import DataFormatError, ImageTensorDataset
+from discomm_lite.memory import device_memory
+
+_UNKNOWN_MEMORY = 8 * 2**30  # the budget's base where the machine's memory is unknown (Windows)
+
+
+def in_memory_budget() -> int:
+    """Bytes an in-memory dataset may take, encoded or decoded: half the machine's memory."""
+    return (device_memory(torch.device("cpu")) or _UNKNOWN_MEMORY) // 2
+
+
+def check_in_memory_size(n_bytes: int, what: str) -> None:
+    """Raise DataFormatError when `n_bytes` of `what` exceed `in_memory_budget()`."""
+    budget = in_memory_budget()
+    if n_bytes > budget:
+        raise DataFormatError(
+            f"{what} would take {n_bytes / 2**30:.2f} GiB of memory, more than an in-memory "
+            f"dataset may take here ({budget / 2**30:.2f} GiB, half this machine's memory). "
+            "Check that these are the images you meant; for large images use "
+            "dataset='imagefolder', which reads them from disk one batch at a time."
+        )
 
 
 def decode_images(blobs: list[tuple[str, bytes]]) -> Tensor:
     """Decode (name, encoded bytes) pairs into one (N, 3, H, W) uint8 tensor.
 
-    Raises DataFormatError naming the file that does not decode or has another size.
+    The images' sizes are read from their headers first, so that an image too large to decode
+    safely (PIL's DecompressionBombError) or a set too large for memory is refused by name
+    before anything is decoded. Raises DataFormatError naming the file that does not decode or
+    has another size.
     """
+    sizes = [_header_size(name, data) for name, data in blobs]  # (width, height) or None
+    check_in_memory_size(sum(3 * w * h for w, h in filter(None, sizes)),
+                         f"Decoding {len(blobs)} images ({blobs[0][0] if blobs else ''}, ...)")
     images = []
     with warnings.catch_warnings():
         # torchvision 0.29 deprecates its decoders for torchcodec; they stay the fastest CPU
@@ -44,6 +75,18 @@ def decode_images(blobs: list[tuple[str, bytes]]) -> Tensor:
                 "with 8 bits per channel."
             )
     return torch.stack(images)
+
+
+def _header_size(name: str, data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the image's header (None when PIL cannot read it: the decoder then
+    reports it), or a DataFormatError naming an image too large to decode safely."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except Image.DecompressionBombError as err:
+        raise DataFormatError(f"The image {name} is too large to decode safely: {err}") from None
+    except (OSError, SyntaxError, ValueError):
+        return None
 
 
 def save_tensors(dataset: ImageTensorDataset, path: Path) -> None:

@@ -2,6 +2,11 @@
 
 `load_cifar` looks under the data root in that order, and downloads through torchvision only
 when asked. A tree is decoded once into <cache>/trees/<name>-<split>-<hash of its files>.pt.
+
+torchvision's files are Python pickles, and unpickling a planted one would run its code; they
+are read by a restricted reader that resolves only NumPy's array type (`safe_pickle`), which
+also reads copies whose md5 sums differ from the published ones (re-pickled or reduced files,
+like the tests'). Downloads go through torchvision, which checks those sums.
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ import os
 import pickle
 from pathlib import Path
 
+import numpy as np
 import torch
 from torchvision.datasets import CIFAR10, CIFAR100
 
 from discomm_lite.data.archives import find_archives, load_cifar_archive
 from discomm_lite.data.cache import decode_images, load_tensors, save_tensors
-from discomm_lite.data.folders import check_class_count, scan_split
+from discomm_lite.data.folders import check_class_count, is_folder, scan_split
 from discomm_lite.data.locations import cache_root, data_root_setting
 from discomm_lite.data.types import DataFormatError, DatasetNotFoundError, ImageTensorDataset
+from discomm_lite.safe_pickle import RefusedGlobal, load_restricted
 
 _CIFAR = {"cifar10": (CIFAR10, "CIFAR-10", 10), "cifar100": (CIFAR100, "CIFAR-100", 100)}
 # torchvision's CIFAR-10 label order, as published with the dataset (batches.meta).
@@ -26,15 +33,34 @@ CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog
                    "ship", "truck")
 
 
+def _latin1_bytes(text: str, encoding: str) -> bytes:
+    """`_codecs.encode` as Python 3 pickles bytes at protocol 2, for latin1 only."""
+    if encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"unexpected encoding {encoding!r} in a CIFAR file")
+    return text.encode("latin-1")
+
+
+# What a CIFAR file may import: NumPy's array unpicklers (protocols 2-4 and 5, under their NumPy
+# 1 and 2 module names), the array and dtype types, and the bytes of a protocol-2 pickle. None of
+# them runs code.
+_RECONSTRUCT = np.zeros(1, np.uint8).__reduce__()[0]
+_FROMBUFFER = np.zeros(1, np.uint8).__reduce_ex__(5)[0]
+_CIFAR_GLOBALS = {f"numpy.{core}.{module}.{function.__name__}": function
+                  for core in ("core", "_core")
+                  for module, function in (("multiarray", _RECONSTRUCT), ("numeric", _FROMBUFFER))}
+_CIFAR_GLOBALS.update({"numpy.ndarray": np.ndarray, "numpy.dtype": np.dtype,
+                       "_codecs.encode": _latin1_bytes})
+
+
 def load_cifar(name: str, split: str, root: Path, download: bool) -> ImageTensorDataset:
     """CIFAR from torchvision's files, an ImageFolder tree or a tar.gz of one, in that order."""
     tv_class, title, n_classes = _CIFAR[name]
     torchvision_dir = root / tv_class.base_folder
-    if torchvision_dir.is_dir():
+    if is_folder(torchvision_dir):
         return _load_torchvision_cifar(tv_class, split, root)
     tree_roots = [root / name, root]
     for tree_root in tree_roots:
-        if (tree_root / split).is_dir():
+        if is_folder(tree_root / split):
             return _load_cifar_tree(name, tree_root, split, n_classes)
     archives = find_archives(root, name)
     if archives:
@@ -71,31 +97,58 @@ def _cifar_not_found(name: str, title: str, split: str, root: Path, looked_at: l
 
 def _load_torchvision_cifar(tv_class: type[CIFAR10], split: str, root: Path
                             ) -> ImageTensorDataset:
-    """CIFAR from torchvision's pickled batches in <root>/cifar-10-batches-py (or -100-python)."""
-    try:
-        cifar = _without_checksums(tv_class)(root, train=split == "train")
-    except (OSError, RuntimeError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
-        raise DataFormatError(
-            f"Cannot read torchvision's {tv_class.__name__} files in "
-            f"{root / tv_class.base_folder}: {err!r}"
-        ) from err
-    return _from_torchvision(cifar)
+    """CIFAR from torchvision's pickled batches in <root>/cifar-10-batches-py (or -100-python).
 
-
-def _without_checksums(tv_class: type[CIFAR10]) -> type[CIFAR10]:
-    """`tv_class`, checking that its files exist but not their md5 sums.
-
-    The sums pin the official files and would reject a re-pickled or reduced copy (like the
-    tests' fake batches); a damaged file still fails when it is unpickled. Downloads keep them.
+    Read with `safe_pickle.load_restricted` (NumPy arrays and plain values only); a file that
+    imports anything else is refused, naming it, before any of its code runs.
     """
-    def unchecked(files: list[list[str]]) -> list[list[str | None]]:
-        return [[filename, None] for filename, _ in files]
+    folder = root / tv_class.base_folder
+    files = tv_class.train_list if split == "train" else tv_class.test_list
+    path = folder
+    try:
+        rows, labels = [], []
+        for filename, _ in files:
+            path = folder / filename
+            entry = _read_pickle(path)
+            rows.append(entry["data"])
+            labels += entry["labels"] if "labels" in entry else entry["fine_labels"]
+        path = folder / tv_class.meta["filename"]
+        classes = list(_read_pickle(path)[tv_class.meta["key"]])
+    except RefusedGlobal as err:
+        raise DataFormatError(
+            f"{path} is not one of torchvision's CIFAR files: it is a pickle that imports "
+            f"{err.name}, which could run code, so it was refused before anything in it ran. "
+            f"Replace {folder} with the official files (or delete it and download them)."
+        ) from None
+    except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as err:
+        raise DataFormatError(
+            f"Cannot read torchvision's {tv_class.__name__} file {path}: {err!r}") from err
+    return _as_dataset(rows, labels, classes, folder)
 
-    return type(tv_class.__name__, (tv_class,), {
-        "train_list": unchecked(tv_class.train_list),
-        "test_list": unchecked(tv_class.test_list),
-        "meta": {**tv_class.meta, "md5": None},
-    })
+
+def _read_pickle(path: Path) -> dict:
+    """One CIFAR pickle as a dict, read with only `_CIFAR_GLOBALS` allowed."""
+    with path.open("rb") as f:
+        entry = load_restricted(f, _CIFAR_GLOBALS, encoding="latin1")
+    if not isinstance(entry, dict):
+        raise TypeError(f"it holds a {type(entry).__name__}, not a dict")
+    return entry
+
+
+def _as_dataset(rows: list, labels: list, classes: list, folder: Path) -> ImageTensorDataset:
+    """Rows (n, 3072) uint8 of red, green and blue planes, as (N, 3, 32, 32) images."""
+    if not all(isinstance(r, np.ndarray) and r.dtype == np.uint8 and r.ndim == 2
+               and r.shape[1] == 3 * 32 * 32 for r in rows):
+        raise DataFormatError(f"The batches in {folder} do not hold (n, 3072) uint8 pixel rows.")
+    if not all(isinstance(c, str) for c in classes) or not all(
+            isinstance(y, int) and 0 <= y < len(classes) for y in labels):
+        raise DataFormatError(f"The labels or class names in {folder} are not valid: labels "
+                              f"must index the {len(classes)} class names.")
+    images = torch.from_numpy(np.concatenate(rows).reshape(-1, 3, 32, 32))  # (N, 3, 32, 32)
+    if len(images) != len(labels):
+        raise DataFormatError(f"The batches in {folder} hold {len(images)} images but "
+                              f"{len(labels)} labels.")
+    return ImageTensorDataset(images, torch.tensor(labels, dtype=torch.int64), classes)
 
 
 def _from_torchvision(cifar: CIFAR10) -> ImageTensorDataset:

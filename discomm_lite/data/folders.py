@@ -6,7 +6,9 @@ of a tree must hold the same class folders.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 from discomm_lite.data.locations import data_root_setting
@@ -19,7 +21,7 @@ def load_imagefolder(root: Path, split: str) -> ImageFolderDataset:
     """An ImageFolder split: train/ for "train", val/ (else test/) for "test"."""
     candidates = [root / "train"] if split == "train" else [root / "val", root / "test"]
     for split_dir in candidates:
-        if split_dir.is_dir():
+        if is_folder(split_dir):
             classes, samples = scan_split(root, split_dir)
             return ImageFolderDataset(samples, classes)
     looked_at = "".join(f"\n  {path}/<class>/<image>" for path in candidates)
@@ -42,7 +44,7 @@ def scan_split(root: Path, split_dir: Path) -> tuple[list[str], list[tuple[str, 
     if not classes:
         raise DataFormatError(f"{split_dir} holds no class folders: expected <class>/<image>.")
     train_dir = root / "train"
-    if split_dir != train_dir and train_dir.is_dir():
+    if split_dir != train_dir and is_folder(train_dir):
         train_classes = class_folders(train_dir)
         if classes != train_classes:
             raise DataFormatError(
@@ -54,7 +56,7 @@ def scan_split(root: Path, split_dir: Path) -> tuple[list[str], list[tuple[str, 
     for label, name in enumerate(classes):
         class_dir = split_dir / name
         files = sorted(entry.name for entry in os.scandir(class_dir)
-                       if entry.is_file() and is_image_name(entry.name))
+                       if is_image_name(entry.name) and _follow(entry, entry.is_file))
         if not files:
             raise DataFormatError(
                 f"The class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})."
@@ -66,7 +68,33 @@ def scan_split(root: Path, split_dir: Path) -> tuple[list[str], list[tuple[str, 
 def class_folders(split_dir: Path) -> list[str]:
     """The sorted names of the (non-hidden) folders in `split_dir`: the classes in label order."""
     return sorted(entry.name for entry in os.scandir(split_dir)
-                  if entry.is_dir() and not entry.name.startswith("."))
+                  if not entry.name.startswith(".") and _follow(entry, entry.is_dir))
+
+
+def is_folder(path: Path) -> bool:
+    """Whether `path` is a folder (following links), like Path.is_dir(); but a path through a
+    symbolic link loop, which is_dir() calls no folder, raises DataFormatError naming it."""
+    try:
+        return stat.S_ISDIR(os.stat(path).st_mode)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise _loop_error(path) from None
+        return False
+
+
+def _follow(entry: os.DirEntry, test) -> bool:
+    """`test()`, a DirEntry's is_dir or is_file, with a link loop raised as DataFormatError."""
+    try:
+        return test()
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise _loop_error(Path(entry.path)) from None
+        raise
+
+
+def _loop_error(path: Path) -> DataFormatError:
+    return DataFormatError(f"{path} leads through a symbolic link that loops (to itself, or "
+                           "through other links): fix or remove that link.")
 
 
 def is_image_name(filename: str) -> bool:

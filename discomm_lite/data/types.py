@@ -132,5 +132,9 @@ def _open_rgb(path: str) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")  # convert() reads the pixels, so truncation fails here
+    except Image.DecompressionBombError as err:  # PIL's guard against a huge image in a small file
+        raise DataFormatError(
+            f"The image {path} is too large to decode safely: {err} If it is meant to be that "
+            "large, raise PIL.Image.MAX_IMAGE_PIXELS; else remove it.") from None
     except (OSError, SyntaxError, ValueError) as err:  # PIL reports some broken files as such
         raise DataFormatError(f"Cannot read the image {path}: {err}") from err
