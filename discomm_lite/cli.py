@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 import traceback
 import warnings
@@ -167,8 +168,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             return _run(args)
         except KeyboardInterrupt as e:  # SIGINT: train saved its checkpoint first
-            print(f"interrupted: {e or 'stopped by SIGINT'}", file=sys.stderr)
+            print(f"interrupted: {str(e) or 'stopped by SIGINT'}", file=sys.stderr)
             return 130
+        except SystemExit as e:  # SIGTERM before the training loop (monitor.sigterm_raises)
+            if e.code == 128 + signal.SIGTERM:
+                print("interrupted: stopped by SIGTERM before training started (an earlier "
+                      "checkpoint of the run is intact)", file=sys.stderr)
+            raise
         except Exception as e:
             if args.debug:
                 traceback.print_exc()

@@ -189,19 +189,19 @@ def _run_folder_lock(out: Path | None) -> Iterator[None]:
         yield
         return
     lock = RunLock(out)
-    refusal = None
-    if distributed.is_main_process():
-        try:
-            lock.acquire()
-        except (RunFolderLocked, OSError) as err:
-            refusal = err
-    # Every process learns whether rank 0 holds the lock, so that none waits for it in vain.
-    refused = distributed.broadcast_object(None if refusal is None else str(refusal))
-    if refusal is not None:
-        raise refusal
-    if refused is not None:
-        raise RunFolderLocked(refused)
-    try:
+    try:  # also around acquire: a stop signal held back while it ran is raised as it returns
+        refusal = None
+        if distributed.is_main_process():
+            try:
+                lock.acquire()
+            except (RunFolderLocked, OSError) as err:
+                refusal = err
+        # Every process learns whether rank 0 holds the lock, so that none waits for it in vain.
+        refused = distributed.broadcast_object(None if refusal is None else str(refusal))
+        if refusal is not None:
+            raise refusal
+        if refused is not None:
+            raise RunFolderLocked(refused)
         if distributed.is_main_process():
             _remove_temporaries(out)
         yield

@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 LOCK_FILE = "run.lock"
@@ -35,15 +38,24 @@ class RunLock:
                        "command": " ".join(sys.argv)[:300]}
 
     def acquire(self) -> None:
-        """Create the lock file, or raise RunFolderLocked saying who holds it and what to do."""
+        """Create the lock file, or raise RunFolderLocked saying who holds it and what to do.
+
+        SIGINT and SIGTERM wait while the file is created and written, so that a stop signal
+        never leaves a lock file that this lock does not know it holds.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            handle = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        except FileExistsError:
-            raise RunFolderLocked(self._refusal()) from None
-        with os.fdopen(handle, "w") as f:
-            json.dump(self.holder, f)
-        self.held = True
+        with _signals_deferred():
+            try:
+                handle = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            except FileExistsError:
+                raise RunFolderLocked(self._refusal()) from None
+            try:
+                with os.fdopen(handle, "w") as f:
+                    json.dump(self.holder, f)
+            except BaseException:
+                self.path.unlink(missing_ok=True)
+                raise
+            self.held = True
 
     def release(self) -> None:
         """Remove the lock file if this lock holds it (never another process's)."""
@@ -52,7 +64,11 @@ class RunLock:
         self.held = False
 
     def __enter__(self) -> RunLock:
-        self.acquire()
+        try:
+            self.acquire()
+        except BaseException:  # a deferred signal raised as acquire returned
+            self.release()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
@@ -77,6 +93,20 @@ class RunLock:
                 "mix their checkpoints and metrics. Wait for that run to end, or give this run "
                 f"its own folder (another --out / out_dir). If that run is gone (its machine "
                 f"lost), delete {self.path}.")
+
+
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM are held back inside, and delivered on leaving (POSIX; elsewhere a
+    no-op)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _read_holder(path: Path) -> dict | None:

@@ -184,15 +184,16 @@ def evaluate_checkpoint(
 
 
 def evaluation_path(checkpoint: str | Path, config: Config, *, dataset: str | None = None,
-                    train_subset: int | None = None, test_subset: int | None = None,
-                    retrieval_k: int | None = None, retrieval_root: str | None = None,
-                    dino_linear_epochs: int = 0, **ignored) -> Path:
+                    data_root: str | None = None, train_subset: int | None = None,
+                    test_subset: int | None = None, retrieval_k: int | None = None,
+                    retrieval_root: str | None = None, dino_linear_epochs: int = 0) -> Path:
     """Where `evaluate_checkpoint` writes the evaluation of `checkpoint` with these options.
 
     `<checkpoint>.eval.json` for the checkpoint's own dataset and subsets (its `config`) and the
     default protocol; else the options that differ name the file, e.g.
     `checkpoint.eval-cifar10.json` or `checkpoint.eval-train_subset=0,test_subset=0.json`.
-    Options as in `evaluate_checkpoint` (None: the checkpoint's); data_root names no file.
+    Options as in `evaluate_checkpoint` (None: the checkpoint's); `data_root` names no file (two
+    copies of one dataset: `_write_evaluation` keeps them apart).
     """
     chosen = {"train_subset": train_subset, "test_subset": test_subset,
               "retrieval_k": retrieval_k,

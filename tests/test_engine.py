@@ -132,6 +132,26 @@ def test_a_stop_signal_saves_a_checkpoint_and_exits_128_plus_it_without_the_comp
 
 
 @pytest.mark.slow
+def test_sigterm_as_soon_as_the_folder_is_locked_exits_143_and_releases_it(tmp_path):
+    # The signal lands while the run loads its data or builds its models, before the loop turns
+    # signals into a checkpoint: the lock must not be left behind as a stale one.
+    out = tmp_path / "early"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "discomm_lite", "train", "--preset", "synthetic-toy", "--out",
+         str(out), "--train_subset", "512", "--batch_size", "64", "--n_bits", "16",
+         "--head_hidden_dim", "64", "--eval_every", "0"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "run.lock").exists():
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    stdout, err = proc.communicate(timeout=300)
+    assert proc.returncode == 143, err
+    assert stdout == "" and "interrupted: " in err
+    assert not (out / "run.lock").exists()
+
+
+@pytest.mark.slow
 def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_finishes_intact(tmp_path):
     out = tmp_path / "shared"
     first = subprocess.Popen(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -67,3 +69,24 @@ def test_release_never_removes_another_holders_lock(tmp_path):
     (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))  # replaced
     lock.release()
     assert (tmp_path / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("when", ["creating", "written"])
+def test_a_stop_signal_while_the_lock_is_taken_leaves_no_lock(tmp_path, monkeypatch, when):
+    from discomm_lite import runlock
+    from discomm_lite.monitor import sigterm_raises
+
+    real_dump = runlock.json.dump
+
+    def dump_with_a_signal(obj, f):
+        if when == "creating":
+            os.kill(os.getpid(), signal.SIGTERM)
+        real_dump(obj, f)
+        if when == "written":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(runlock.json, "dump", dump_with_a_signal)
+    with pytest.raises(SystemExit) as info, sigterm_raises(), RunLock(tmp_path):
+        time.sleep(5)  # not reached: the signal is raised as the lock is taken
+    assert info.value.code == 143
+    assert not (tmp_path / LOCK_FILE).exists()
