@@ -11,23 +11,22 @@ import torch
 
 from discomm_lite.config import make_config
 from discomm_lite.data import DatasetNotFoundError, load_dataset, write_cifar10_standin
+from discomm_lite.lab import Lab
 from discomm_lite.notebook import (
     NOTEBOOK_PARAMETERS,
     SMOKE_OVERRIDES,
-    Lab,
     cached_train,
     config_from_parameters,
     find_data_root,
     injected_parameters,
     markdown_table,
     run_dir,
-    seed_values,
     show_source,
     smoke,
     smoke_out_dir,
-    study_table,
     write_image_folder,
 )
+from discomm_lite.study_report import seed_values, study_table
 from discomm_lite.synthetic import make_synthetic
 
 
@@ -231,6 +230,35 @@ def test_lab_uses_the_precomputed_grid_and_trains_the_rest(lab_base, monkeypatch
     assert 12 in options and 16 in options and 24 not in options  # 24: another base's run
     with pytest.raises(ValueError, match="lr"):
         lab.runs({"lr": 0.1})
+
+
+def test_lab_reads_back_the_full_evaluation_it_saved(lab_base, monkeypatch):
+    from discomm_lite import suite
+
+    monkeypatch.delenv("DISCOMM_SMOKE", raising=False)
+    scored = []  # the sets each evaluation scored: the whole splits, not the run's 64 images
+
+    def evaluate_model(backbone, train_set, test_set, **kwargs):
+        scored.append((len(train_set), len(test_set)))
+        return {"knn20_top1": 0.25 + len(scored) / 100}
+
+    monkeypatch.setattr(suite, "evaluate_model", evaluate_model)
+    first = Lab(lab_base, seeds=(0,)).runs({})[0]
+    assert scored == [(4096, 1024)] and first.final["knn20_top1"] == 0.26
+    run_folder = next(Path(lab_base.out_dir).iterdir())
+    saved = run_folder / "checkpoint.eval-train_subset=0,test_subset=0.json"
+    assert json.loads(saved.read_text())["knn20_top1"] == 0.26  # what evaluate_checkpoint wrote
+
+    again = Lab(lab_base, seeds=(0,)).runs({})[0]  # a new session: the file is read back
+    assert scored == [(4096, 1024)] and again.final == first.final
+
+    # An evaluation of another copy of the data (the file name does not tell) is not reused.
+    other = json.loads(saved.read_text())
+    other["options"]["data_root"] = "/another/copy"
+    saved.write_text(json.dumps(other))
+    with pytest.warns(UserWarning, match="holds an evaluation with other options"):
+        third = Lab(lab_base, seeds=(0,)).runs({})[0]
+    assert len(scored) == 2 and third.final["knn20_top1"] == 0.27
 
 
 def test_lab_settings_are_the_grid_and_shrink_in_the_smoke_setting(lab_base, monkeypatch):
