@@ -265,7 +265,7 @@ def augmented_views(config: Config, images, seed: int = 0) -> list:
     """The views a run of `config` trains on, cut from `images` (M, 3, H, W) uint8.
 
     Returns one float (M, 3, S, S) tensor in [0, 1] per view, globals then locals, drawn from
-    `seed` (for `plots.plot_views`).
+    `seed` (for `illustrations.plot_views`).
     """
     import torch
 

@@ -10,7 +10,7 @@ import torch
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
-from discomm_lite import plots
+from discomm_lite import code_plots, illustrations, plots
 from discomm_lite.losses import coding_rate
 
 plt.switch_backend("Agg")
@@ -155,7 +155,7 @@ def test_plot_lab_curves_above_final_evaluations_below():
 
 
 def test_channel_diagram_names_every_part_of_the_channel():
-    fig = plots.plot_channel_diagram()
+    fig = illustrations.plot_channel_diagram()
     _render(fig)
     text = " ".join(t.get_text() for t in fig.axes[0].texts)
     for part in ("view 1", "view 2", "teacher", "student", "threshold", "sigmoid", "BCE",
@@ -167,7 +167,7 @@ def test_plot_views_places_each_view_beside_its_image():
     images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(2))
     views = [torch.rand(3, 3, 6, 6, generator=torch.Generator().manual_seed(i)) for i in (0, 1)]
-    fig = plots.plot_views(images, views, names=["global 1", "global 2"])
+    fig = illustrations.plot_views(images, views, names=["global 1", "global 2"])
     _render(fig)
     assert len(fig.axes) == 3 * 3
     np.testing.assert_array_equal(fig.axes[3].images[0].get_array(),
@@ -176,12 +176,12 @@ def test_plot_views_places_each_view_beside_its_image():
     np.testing.assert_array_equal(fig.axes[8].images[0].get_array(), expected)
     assert [ax.get_title() for ax in fig.axes[:3]] == ["image", "global 1", "global 2"]
     with pytest.raises(ValueError, match="names"):
-        plots.plot_views(images, views, names=["one"])
+        illustrations.plot_views(images, views, names=["one"])
 
 
 def test_plot_bit_entropy():
     entropy = torch.linspace(0.2, 1.0, 12, dtype=torch.float64)
-    fig = plots.plot_bit_entropy(entropy)
+    fig = code_plots.plot_bit_entropy(entropy)
     _render(fig)
     (ax,) = fig.axes
     assert [p.get_height() for p in ax.patches] == pytest.approx(entropy.tolist())
@@ -190,7 +190,7 @@ def test_plot_bit_entropy():
 
 def test_plot_bit_correlation():
     corr = torch.eye(5) * 2 - 1
-    fig = plots.plot_bit_correlation(corr)
+    fig = code_plots.plot_bit_correlation(corr)
     _render(fig)
     assert len(fig.axes) == 2  # heat map and colour bar
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), corr.numpy())
@@ -198,7 +198,7 @@ def test_plot_bit_correlation():
 
 def test_plot_map_vs_bits():
     results = {"codes": {256: 0.47, 32: 0.40, 64: 0.43}, "small": {16: 0.2, 32: 0.3}}
-    fig = plots.plot_map_vs_bits(results)
+    fig = code_plots.plot_map_vs_bits(results)
     _render(fig)
     (ax,) = fig.axes
     assert len(ax.lines) == 2
@@ -209,7 +209,7 @@ def test_plot_map_vs_bits():
 def test_plot_tsne():
     embedding = torch.randn(30, 2, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 2, 3] * 10)
-    fig = plots.plot_tsne(embedding, labels, classes=["tench", "dog", "horn", "church"])
+    fig = code_plots.plot_tsne(embedding, labels, classes=["tench", "dog", "horn", "church"])
     _render(fig)
     (ax,) = fig.axes
     collections = [c for c in ax.collections if isinstance(c, PathCollection)]
@@ -222,7 +222,7 @@ def test_plot_gallery_places_each_image_in_its_cell():
     images = torch.randint(0, 256, (10, 3, 4, 5), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(1))
     index_dict = {0: {0: [3, 7], 1: [1]}, 2: {0: [], 1: [2, 4, 9]}}
-    fig = plots.plot_gallery(images, index_dict, ["a", "b", "c"], bit=0)
+    fig = code_plots.plot_gallery(images, index_dict, ["a", "b", "c"], bit=0)
     _render(fig)
     assert len(fig.axes) == 4  # 2 classes x (bit off, bit on)
     strip = fig.axes[3].images[0].get_array()  # class 2, bit on: three images side by side
@@ -236,7 +236,7 @@ def test_plot_gallery_places_each_image_in_its_cell():
 def test_plot_factor_mi_shows_the_top_bits():
     mi = torch.zeros(20, 3)
     mi[7, 1], mi[3, 0], mi[12, 2] = 0.9, 0.5, 0.7
-    fig = plots.plot_factor_mi(mi, ["person", "dog", "indoor"], top=3)
+    fig = code_plots.plot_factor_mi(mi, ["person", "dog", "indoor"], top=3)
     _render(fig)
     assert len(fig.axes) == 2
     np.testing.assert_array_equal(fig.axes[0].images[0].get_array(), mi[[7, 12, 3]].numpy())
@@ -245,11 +245,11 @@ def test_plot_factor_mi_shows_the_top_bits():
 
 def test_plot_heatmap_annotates_finite_cells():
     table = [[0.1, 0.25, float("nan")], [0.4, 0.5, 0.6]]
-    fig = plots.plot_heatmap(table, ["beta 0.05", "beta 0.1"], ["n=1", "n=5", "n=10"], "mAP")
+    fig = code_plots.plot_heatmap(table, ["beta 0.05", "beta 0.1"], ["n=1", "n=5", "n=10"], "mAP")
     _render(fig)
     assert len(fig.axes) == 2
     ax = fig.axes[0]
     assert sorted(t.get_text() for t in ax.texts) == ["0.10", "0.25", "0.40", "0.50", "0.60"]
     assert ax.get_title() == "mAP"
     with pytest.raises(ValueError, match="labels"):
-        plots.plot_heatmap(table, ["one row"], ["a", "b", "c"])
+        code_plots.plot_heatmap(table, ["one row"], ["a", "b", "c"])
