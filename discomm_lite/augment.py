@@ -11,6 +11,7 @@ same parameters and a run can be replayed. Folder images take the per-image path
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -150,14 +151,17 @@ def apply_view(pixels: Tensor, params: ViewParams, size: int, blur_sigma_max: fl
     return solarize(x, params.solarize)
 
 
-def make_views(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> list[Tensor]:
+def make_views(images: Tensor | Sequence[Tensor], spec: ViewSpec,
+               generator: torch.Generator) -> list[Tensor]:
     """All views of a uint8 batch, with batched tensor ops on the images' device.
 
     The random parameters are drawn on the CPU from ``generator`` (the same parameters on CPU and
     CUDA; the same views again from the same generator state), then moved to the device.
 
     Args:
-        images: (N, 3, H, W) uint8 on any device.
+        images: (N, 3, H, W) uint8 on any device, the batch every view is made from; or one such
+            batch per view (globals then locals), e.g. renderings of the same objects with some
+            factors drawn again for each view (`data.synthetic.redraw_factors`).
         spec: the augmentation.
         generator: a CPU ``torch.Generator``; it is advanced.
 
@@ -165,18 +169,26 @@ def make_views(images: Tensor, spec: ViewSpec, generator: torch.Generator) -> li
         One float32 (N, 3, S, S) tensor in [0, 1] per view (globals then locals), on the images'
         device, S the view's size.
     """
-    if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
-        raise ValueError(
-            f"make_views expects uint8 images of shape (N, 3, H, W); "
-            f"got {images.dtype} of shape {tuple(images.shape)}."
-        )
+    crops = spec.crops()
+    sources = [images] * len(crops) if isinstance(images, Tensor) else list(images)
+    if len(sources) != len(crops):
+        raise ValueError(f"make_views got {len(sources)} image batches for {len(crops)} views: "
+                         "give one batch, or one per view.")
     if generator.device.type != "cpu":
         raise ValueError(f"make_views needs a CPU generator; got one on {generator.device}.")
-    n, _, height, width = images.shape
-    spec.check_image_size(height, width)
-    pixels = images.float() / 255.0  # (N, 3, H, W)
     views = []
-    for crop in spec.crops():
+    for source, crop in zip(sources, crops, strict=True):
+        if source.dtype != torch.uint8 or source.ndim != 4 or source.shape[1] != 3:
+            raise ValueError(
+                f"make_views expects uint8 images of shape (N, 3, H, W); "
+                f"got {source.dtype} of shape {tuple(source.shape)}."
+            )
+        if source.shape != sources[0].shape:
+            raise ValueError(f"Every view's images must have one shape: got "
+                             f"{tuple(source.shape)} and {tuple(sources[0].shape)}.")
+        n, _, height, width = source.shape
+        spec.check_image_size(height, width)
         params = sample_view_params(n, height, width, crop, spec, generator)
+        pixels = source.float() / 255.0  # (N, 3, H, W)
         views.append(apply_view(pixels, params, crop.size, spec.blur_sigma[1]))
     return views

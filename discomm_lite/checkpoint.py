@@ -50,7 +50,7 @@ RESUMABLE_CHANGES = frozenset({
 # Fields added after checkpoints were first written (issue 11), with the behaviour of the code that
 # wrote checkpoints lacking them: such a checkpoint resumes where that behaviour is the run's own.
 FIELDS_ADDED = {"clip_grad_mode": "global", "coding_rate_scope": "global",
-                "coding_rate_input": "student"}
+                "coding_rate_input": "student", "redraw_factors": ""}
 
 
 class CheckpointError(RuntimeError):

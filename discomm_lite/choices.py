@@ -23,6 +23,10 @@ BACKBONES = (
     "vit-base/16",
 )
 
+# The embedded synthetic dataset's binary factors, in the column order of its `factors`
+# (discomm_lite.data.synthetic renders them; `Config.redraw_factors` names them).
+SYNTHETIC_FACTORS = ("shape", "colour", "size", "position", "background", "texture")
+
 AGREEMENTS = ("bce", "cosine")
 TARGETS = ("hard", "soft")
 HEAD_NORMS = ("none", "batchnorm")

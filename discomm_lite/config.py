@@ -25,6 +25,7 @@ from discomm_lite.choices import (
     DATASETS,
     HEAD_NORMS,
     PRECISIONS,
+    SYNTHETIC_FACTORS,
     TARGETS,
     TEACHER_HEAD_POLICIES,
     check_backbone_name,
@@ -97,6 +98,11 @@ class Config:
     local_scale_min: float = 0.05
     blur: bool = False  # DINO's Gaussian blur (off for 32 px images, as lightly and solo-learn)
     solarize: bool = True
+    # Synthetic data only: factors drawn again, independently, for each view (comma-separated
+    # names from discomm_lite.choices.SYNTHETIC_FACTORS, e.g. "background,colour"). The views
+    # then share exactly the other factors, which is all the bits can agree on. Empty: every
+    # view is an augmentation of one image.
+    redraw_factors: str = ""
 
     # ---- backbone --------------------------------------------------------------------------
     backbone: str = "convnet-small"  # see discomm_lite.backbones.BACKBONES, or timm:<name>
@@ -153,6 +159,11 @@ class Config:
         if self.coding_rate_input is None:
             return get_method(self.method).coding_rate_input
         return self.coding_rate_input
+
+    @property
+    def redrawn_factors(self) -> tuple[str, ...]:
+        """`redraw_factors` as a tuple of factor names."""
+        return tuple(name.strip() for name in self.redraw_factors.split(",") if name.strip())
 
     @property
     def views_per_image(self) -> int:
@@ -329,6 +340,13 @@ def _validate(c: Config) -> None:
                   f"left at {required!r} for method={c.method!r} ({reason})")
     if c.device != "auto" and not (c.device == "cpu" or c.device.startswith("cuda")):
         _fail("device", c.device, "auto, cpu, cuda or cuda:N")
+    unknown = sorted(set(c.redrawn_factors) - set(SYNTHETIC_FACTORS))
+    if unknown:
+        _fail("redraw_factors", c.redraw_factors,
+              "comma-separated names of " + ", ".join(SYNTHETIC_FACTORS))
+    if c.redrawn_factors and c.dataset != "synthetic":
+        _fail("redraw_factors", c.redraw_factors,
+              f"empty for dataset={c.dataset!r} (only synthetic images can be drawn again)")
     if c.reinit_every > 0 and not method.head_resets:
         warnings.warn(
             f"Config.reinit_every = {c.reinit_every} with method={c.method!r}: head resets are "

@@ -14,7 +14,7 @@ process takes its contiguous slice of the same global batch, so 1 or 8 processes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ from discomm_lite.data import (
     default_num_workers,
     load_dataset,
 )
+from discomm_lite.data.synthetic import redraw_factors, render_synthetic
 from discomm_lite.multicrop import MultiCropTransform
 from discomm_lite.view_spec import ViewSpec, view_spec_from_config
 
@@ -61,13 +62,23 @@ def check_batch(n_images: int, batch_size: int, world_size: int) -> None:
 
 
 class InMemoryViews:
-    """Multi-crop batches of an in-memory uint8 dataset, augmented on the training device."""
+    """Multi-crop batches of an in-memory uint8 dataset, augmented on the training device.
+
+    With `redraw` (synthetic data), each view is made from its own rendering of the batch's
+    objects, with the `redraw` factors drawn again for that view: the views share every other
+    factor, and only those (`data.synthetic.redraw_factors`).
+    """
 
     def __init__(self, dataset: ImageTensorDataset, spec: ViewSpec, batch_size: int, seed: int,
-                 device: torch.device, rank: int = 0, world_size: int = 1) -> None:
+                 device: torch.device, rank: int = 0, world_size: int = 1,
+                 redraw: Sequence[str] = ()) -> None:
         check_batch(len(dataset), batch_size, world_size)
         spec.check_image_size(*dataset.images.shape[-2:])
+        if redraw and dataset.factors is None:
+            raise ValueError("Config.redraw_factors needs a dataset with known factors: use "
+                             "dataset='synthetic', or leave redraw_factors empty.")
         self.images = dataset.images.to(device)  # (N, 3, H, W) uint8 on the device
+        self.factors, self.redraw = dataset.factors, tuple(redraw)
         self.spec, self.batch_size, self.seed = spec, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.steps_per_epoch = len(dataset) // batch_size  # drop the last incomplete batch
@@ -82,8 +93,17 @@ class InMemoryViews:
             generator = torch.Generator().manual_seed(step_seed(self.seed, step))
             # The random parameters are drawn for the global batch, so every process draws the
             # same numbers and keeps its own slice: the data do not depend on the process count.
-            views = make_views(self.images[batch.to(self.images.device)], self.spec, generator)
+            views = make_views(self._sources(batch, generator), self.spec, generator)
             yield [v[self.rank * local:(self.rank + 1) * local] for v in views]
+
+    def _sources(self, batch: Tensor, generator: torch.Generator) -> Tensor | list[Tensor]:
+        """The images of `batch`, or one rendering of them per view with factors redrawn."""
+        if not self.redraw:
+            return self.images[batch.to(self.images.device)]
+        size = self.images.shape[-1]
+        return [render_synthetic(redraw_factors(self.factors[batch], self.redraw, generator),
+                                 image_size=size, generator=generator).to(self.images.device)
+                for _ in self.spec.crops()]
 
 
 class _SeededFolder(torch.utils.data.Dataset):
@@ -157,6 +177,6 @@ def make_train_views(config: Config, dataset: ImageTensorDataset | ImageFolderDa
     spec = view_spec_from_config(config)
     if isinstance(dataset, ImageTensorDataset):
         return InMemoryViews(dataset, spec, config.batch_size, config.seed, device, rank,
-                             world_size)
+                             world_size, redraw=config.redrawn_factors)
     return FolderViews(dataset, spec, config.batch_size, config.seed, device, rank, world_size,
                        config.num_workers)

@@ -144,9 +144,13 @@ def run_study(specs: Sequence[StudyRun], runs_root: str | Path, results_dir: str
 
 
 def effective_config(values: Mapping) -> dict:
-    """A config dict with the fields left to the method (None) replaced by the method's values."""
+    """A config dict as it trains: the fields left to the method (None) replaced by the method's
+    values, and fields added since the dict was written (`checkpoint.FIELDS_ADDED`) filled in
+    with the behaviour of the code that wrote it."""
+    from discomm_lite.checkpoint import FIELDS_ADDED
     from discomm_lite.methods import get_method
 
+    values = {**FIELDS_ADDED, **values}
     method = get_method(values.get("method", "bits"))
     defaults = {"coding_rate_weight": method.coding_rate_weight,
                 "coding_rate_input": method.coding_rate_input}

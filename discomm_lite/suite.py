@@ -18,7 +18,7 @@ from discomm_lite.data import ImageFolderDataset
 from discomm_lite.distributed import resolve_device
 from discomm_lite.evaluate import evaluate_knn, map_vs_bits, retrieval_map
 from discomm_lite.features import dino_linear_probe, extract_features
-from discomm_lite.language import language_summary
+from discomm_lite.language import bit_factor_mutual_information, language_summary
 from discomm_lite.methods import get_method
 from discomm_lite.model import make_model
 from discomm_lite.pipeline import load_splits
@@ -59,9 +59,11 @@ def evaluate_model(
     `map_vs_bits`): with `retrieval_split = (query_set, database_set)` the queries search the
     database, the paper's protocol (FFPQ's retrieval split on ImageNet); without, the test set
     searches itself (self-search). Geometry (effective dimension and rank) and the code
-    statistics are those of the test set. `dino_linear_epochs > 0` adds `linear_dino_top1`,
-    DINO's linear protocol (`features.dino_linear_probe`, meant for GPUs). The keys
-    `retrieval_protocol` and `linear_protocol` say which protocols the numbers come from.
+    statistics are those of the test set; on a dataset with known factors (synthetic),
+    `code_max_mi_<factor>` is the largest mutual information (bits) of one bit with that factor.
+    `dino_linear_epochs > 0` adds `linear_dino_top1`, DINO's linear protocol
+    (`features.dino_linear_probe`, meant for GPUs). The keys `retrieval_protocol` and
+    `linear_protocol` say which protocols the numbers come from.
     """
     started = time.perf_counter()
 
@@ -100,6 +102,10 @@ def evaluate_model(
         result["map_hamming"] = vs_bits[searcher["codes"].shape[1]]
         result["map_vs_bits"] = {str(b): v for b, v in vs_bits.items()}
         result.update({f"code_{k}": v for k, v in language_summary(query["codes"]).items()})
+        if getattr(test_set, "factors", None) is not None:  # synthetic: which factor each bit says
+            mi = bit_factor_mutual_information(query["codes"], test_set.factors)  # (K, F)
+            result.update({f"code_max_mi_{name}": float(mi[:, f].max())
+                           for f, name in enumerate(test_set.factor_names)})
     result["eval_seconds"] = time.perf_counter() - started
     return result
 

@@ -23,7 +23,7 @@ SEEDS = (0, 1, 2)
 # Study runs skip the engine's k-NN after every epoch (the full evaluation follows training) and
 # log every 5 steps; neither changes a run's trajectory.
 QUIET = dict(eval_every=0, log_every=5)
-LRS = (1e-3, 2e-3, 4e-3)
+LRS = (1e-3, 2e-3, 4e-3, 8e-3)
 
 # The methods as the comparison runs them. SimDINO takes its own defaults from the method
 # (coding-rate weight 1, the coding rate on the student/teacher mean: SimDINO's --expa_type 1).
@@ -124,8 +124,25 @@ def slow_start() -> list[StudyRun]:
     return runs
 
 
+def synthetic() -> list[StudyRun]:
+    """What the bits encode on the quickstart's images, for several designs of the views."""
+    designs = {
+        "views cut from one image (DINO's crops)": dict(redraw_factors="", global_scale_min=0.4),
+        "background, colour, position, size redrawn": {},
+        "the same, former budget (6 epochs, lr 2e-3)": dict(epochs=6, lr=2e-3, eval_every=2),
+        "everything but shape redrawn": dict(
+            redraw_factors="background,colour,position,size,texture"),
+    }
+    runs = [StudyRun("synthetic", name, "synthetic-toy", overrides, seed=s)
+            for name, overrides in designs.items() for s in (0, 1)]
+    runs += [StudyRun("synthetic_floor", "random init", "synthetic-toy", seed=s, kind="floor")
+             for s in (0, 1)]
+    return runs
+
+
 GROUPS = {"tuning": tuning, "floor": floor, "slow_start": slow_start, "comparison": comparison,
-          "grid": grid, "period": period, "beta": beta, "agreement": agreement}
+          "grid": grid, "period": period, "beta": beta, "agreement": agreement,
+          "synthetic": synthetic}
 
 
 def main() -> None:

@@ -555,3 +555,17 @@ def test_both_implementations_honour_grayscale_in_every_view() -> None:
     for v in views:
         torch.testing.assert_close(v[:, 0], v[:, 1], atol=1e-6, rtol=0)
         torch.testing.assert_close(v[:, 1], v[:, 2], atol=1e-6, rtol=0)
+
+
+def test_make_views_from_one_batch_per_view_equals_the_shared_batch_path():
+    images = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    spec = ViewSpec(n_global=2, n_local=1)
+    shared = make_views(images, spec, torch.Generator().manual_seed(3))
+    per_view = make_views([images] * 3, spec, torch.Generator().manual_seed(3))
+    assert all(torch.equal(a, b) for a, b in zip(shared, per_view, strict=True))
+    other = images.flip(0)
+    mixed = make_views([images, other, images], spec, torch.Generator().manual_seed(3))
+    assert torch.equal(mixed[0], shared[0]) and torch.equal(mixed[2], shared[2])
+    assert not torch.equal(mixed[1], shared[1])
+    with pytest.raises(ValueError, match="2 image batches for 3 views"):
+        make_views([images, images], spec, torch.Generator())

@@ -91,9 +91,13 @@ def test_checkpoint_of_another_configuration_is_refused_naming_the_fields(tmp_pa
 
 def test_checkpoint_older_than_the_new_fields_resumes_where_it_would_run_the_same(tmp_path):
     path = tmp_path / "checkpoint.pt"
-    config = make_config("synthetic-toy")  # global clipping, coding rate on the student
+    # What the code before those fields did: global clipping, the coding rate on the student,
+    # views cut from one image.
+    config = make_config("synthetic-toy", clip_grad_mode="global", coding_rate_input="student",
+                         redraw_factors="")
     old = {k: v for k, v in config.to_dict().items()
-           if k not in ("clip_grad_mode", "coding_rate_scope", "coding_rate_input")}
+           if k not in ("clip_grad_mode", "coding_rate_scope", "coding_rate_input",
+                        "redraw_factors")}
     save_checkpoint(path, {**PAYLOAD, "config": old})
     load_checkpoint(path, config)
     load_checkpoint(path, config.replace(coding_rate_input=None))  # bits: the student's anyway
@@ -101,6 +105,8 @@ def test_checkpoint_older_than_the_new_fields_resumes_where_it_would_run_the_sam
         load_checkpoint(path, config.replace(clip_grad_mode="per_param"))
     with pytest.raises(CheckpointError, match="coding_rate_input: checkpoint 'student' vs now"):
         load_checkpoint(path, config.replace(coding_rate_input="student_teacher_mean"))
+    with pytest.raises(CheckpointError, match="redraw_factors: checkpoint '' vs now 'colour'"):
+        load_checkpoint(path, config.replace(redraw_factors="colour"))
 
 
 def test_load_backbone_extracts_the_teachers_features(tmp_path):

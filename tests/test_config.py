@@ -116,11 +116,12 @@ def test_dino_preset_has_dinos_own_defaults():
     assert (c.student_temp, c.center_momentum, c.reinit_every) == (0.1, 0.9, 0)
 
 
-def test_toy_presets_keep_their_behaviour():
+def test_toy_presets_follow_each_methods_own_conventions():
     for preset in ("synthetic-toy", "cifar-toy"):
-        for method in ("bits", "simdino"):
-            c = make_config(preset, method=method)
-            assert (c.clip_grad_mode, c.rate_input) == ("global", "student"), (preset, method)
+        bits, simdino = make_config(preset), make_config(preset, method="simdino")
+        assert bits.rate_input == "student" and bits.beta == 0.1  # the paper's Eq. 9 and beta
+        assert (simdino.rate_input, simdino.beta) == ("student_teacher_mean", 1.0)  # SimDINO's
+        assert bits.clip_grad_mode == "per_param"  # DINO's clip_gradients, the paper's
 
 
 def test_resets_for_a_baseline_warn_unless_silenced():

@@ -157,7 +157,8 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_finishes_intac
     first = subprocess.Popen(
         [sys.executable, "-m", "discomm_lite", "train", "--preset", "synthetic-toy", "--out",
          str(out), "--epochs", "3", "--train_subset", "512", "--test_subset", "128",
-         "--batch_size", "64", "--n_bits", "16", "--head_hidden_dim", "64", "--log_every", "2"],
+         "--batch_size", "64", "--n_bits", "16", "--head_hidden_dim", "64", "--log_every", "2",
+         "--eval_every", "2"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
     while time.time() < deadline and not (out / "run.lock").exists():
@@ -172,7 +173,7 @@ def test_a_second_run_on_a_folder_in_use_is_refused_and_the_first_finishes_intac
     saved = torch.load(out / "checkpoint.pt", weights_only=True)
     assert saved["config"]["n_bits"] == 16 and saved["step"] == 24
     assert [r["step"] for r in records(out, "train")] == list(range(2, 25, 2))
-    assert [r["step"] for r in records(out, "eval")] == [16, 24]  # the preset's eval_every 2
+    assert [r["step"] for r in records(out, "eval")] == [16, 24]  # eval_every 2, and the end
     assert not (out / "run.lock").exists()
 
 

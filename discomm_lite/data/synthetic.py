@@ -2,42 +2,47 @@
 
 Each image shows one object on a background, rendered from six independent binary factors:
 
-    shape       disc / square (of equal area, so size does not give the shape away)
+    shape       disc / ring (of equal area, so size does not give the shape away)
     colour      cool / warm foreground hue, jittered inside the family
     size        small / large
     position    object centre in the left / right half, jittered
     background  dark / light grey with a faint tint and pixel noise
     texture     plain / striped foreground (random stripe angle and phase)
 
-The class label is defined by three of them (shape, colour, texture: 8 classes named like
-"disc-warm-plain"); size, position and background are nuisance variables shared by all classes.
-Because the factors are known, one can measure which of them a learned bit encodes.
+The class is what the object is made of: its shape and texture (4 classes named like
+"disc-striped"); colour, size, position and background are nuisances shared by all classes.
+Because the factors are known, one can measure which of them a learned bit encodes, and
+`redraw_factors` can draw some of them again for each view of an image, so that the two views
+share exactly the other ones (`Config.redraw_factors`, the quickstart's views).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from discomm_lite.choices import SYNTHETIC_FACTORS
 from discomm_lite.data.types import ImageTensorDataset
 
-SYNTHETIC_FACTORS = ("shape", "colour", "size", "position", "background", "texture")
 # Value names per factor, index 0 then 1; each factor's names sort alphabetically, so the class
 # names below come out sorted in label order (the convention of ImageFolder and CIFAR).
 FACTOR_VALUES = {
-    "shape": ("disc", "square"),
+    "shape": ("disc", "ring"),
     "colour": ("cool", "warm"),
     "size": ("small", "large"),
     "position": ("left", "right"),
     "background": ("dark", "light"),
     "texture": ("plain", "striped"),
 }
-LABEL_FACTORS = ("shape", "colour", "texture")
+LABEL_FACTORS = ("shape", "texture")
+# Label bits, most significant first: label = shape * 2 + texture.
 SYNTHETIC_CLASSES = [
-    "-".join(FACTOR_VALUES[f][(label >> (2 - i)) & 1] for i, f in enumerate(LABEL_FACTORS))
-    for label in range(8)
+    "-".join(FACTOR_VALUES[f][(label >> (len(LABEL_FACTORS) - 1 - i)) & 1]
+             for i, f in enumerate(LABEL_FACTORS))
+    for label in range(2 ** len(LABEL_FACTORS))
 ]
 _RENDER_CHUNK = 1024  # images rendered at once: bounds memory at large image sizes
 
@@ -66,9 +71,28 @@ def make_synthetic(n: int, *, image_size: int = 32, seed: int = 0) -> ImageTenso
 
 
 def synthetic_labels(factors: Tensor) -> Tensor:
-    """Class labels (N,) int64 of factors (N, 6): shape * 4 + colour * 2 + texture."""
-    column = {name: factors[:, i] for i, name in enumerate(SYNTHETIC_FACTORS)}
-    return (column["shape"] * 4 + column["colour"] * 2 + column["texture"]).long()
+    """Class labels (N,) int64 of factors (N, 6): shape * 2 + texture."""
+    label = torch.zeros(len(factors), dtype=torch.int64)
+    for name in LABEL_FACTORS:
+        label = label * 2 + factors[:, SYNTHETIC_FACTORS.index(name)].long()
+    return label
+
+
+def redraw_factors(factors: Tensor, names: Sequence[str], generator: torch.Generator) -> Tensor:
+    """A copy of factors (N, 6) whose columns `names` are drawn again, fair and independent.
+
+    Rendering two such copies of the same images gives two views that share every factor but
+    `names` (and differ in all the continuous jitter, which `render_synthetic` draws anew).
+    """
+    unknown = sorted(set(names) - set(SYNTHETIC_FACTORS))
+    if unknown:
+        raise ValueError(f"Unknown synthetic factors {unknown}: the factors are "
+                         f"{', '.join(SYNTHETIC_FACTORS)}.")
+    redrawn = factors.clone()
+    for name in names:
+        redrawn[:, SYNTHETIC_FACTORS.index(name)] = torch.randint(
+            0, 2, (len(factors),), generator=generator)
+    return redrawn
 
 
 def render_synthetic(
@@ -108,16 +132,19 @@ def _render_chunk(factors: Tensor, jitter: Tensor, size: int,
     u = jitter.unbind(1)
 
     # ---- geometry, in pixels; pixel centres sit at 0.5, 1.5, ...
-    radius = size * torch.where(large > 0, 0.25 + 0.05 * u[0], 0.13 + 0.04 * u[0])
+    radius = size * torch.where(large > 0, 0.26 + 0.05 * u[0], 0.17 + 0.04 * u[0])
     cx = size * torch.where(right > 0, 0.58 + 0.14 * u[1], 0.28 + 0.14 * u[1])
     cy = size * (0.3 + 0.4 * u[2])
     coords = torch.arange(size, dtype=torch.float32) + 0.5
     dx = coords[None, None, :] - cx[:, None, None]  # (N, 1, S)
     dy = coords[None, :, None] - cy[:, None, None]  # (N, S, 1)
-    # Signed distance to the outline: a square of side r * sqrt(pi) has the disc's area.
-    disc = torch.sqrt(dx**2 + dy**2) - radius[:, None, None]
-    square = torch.maximum(dx.abs(), dy.abs()) - (radius * math.sqrt(math.pi) / 2)[:, None, None]
-    distance = torch.where(shape[:, None, None] > 0, square, disc)  # (N, S, S)
+    # Signed distance to the outline: a ring between radii r and r * sqrt(2) has the disc's
+    # area, and its hole makes the shapes differ in kind, not only at a few edge pixels.
+    centre_distance = torch.sqrt(dx**2 + dy**2)  # (N, S, S)
+    r = radius[:, None, None]
+    disc = centre_distance - r
+    ring = torch.maximum(centre_distance - r * math.sqrt(2), r - centre_distance)
+    distance = torch.where(shape[:, None, None] > 0, ring, disc)  # (N, S, S)
     alpha = (0.5 - distance).clamp(0, 1)[:, None]  # (N, 1, S, S) one-pixel antialiased edge
 
     # ---- foreground: warm hues span red..yellow, cool ones cyan..blue
