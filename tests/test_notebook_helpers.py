@@ -11,6 +11,7 @@ import torch
 
 from discomm_lite.config import make_config
 from discomm_lite.data import DatasetNotFoundError, load_dataset, write_cifar10_standin
+from discomm_lite.data.synthetic import make_synthetic
 from discomm_lite.lab import Lab
 from discomm_lite.notebook import (
     NOTEBOOK_PARAMETERS,
@@ -27,7 +28,6 @@ from discomm_lite.notebook import (
     write_image_folder,
 )
 from discomm_lite.study_report import seed_values, study_table
-from discomm_lite.synthetic import make_synthetic
 
 
 def test_smoke_shrinks_only_when_asked(monkeypatch):
