@@ -81,8 +81,9 @@ def plot_views(images, views: Sequence, *, names: Sequence[str] | None = None) -
 
     Args:
         images: (M, 3, H, W) uint8 images.
-        views: one (M, 3, S, S) float tensor in [0, 1] per view, as `augment.make_views` returns
-            for these images.
+        views: one (M, 3, S, S) float tensor in [0, 1] per view, made from these images (or,
+            with `Config.redraw_factors`, from their own renderings of the same objects), as
+            `notebook.augmented_views` returns them.
         names: a title per view; default "view 1", "view 2", ...
 
     Returns:

@@ -261,18 +261,38 @@ def live_plot(keys: tuple[str, ...] = ("loss",), every: int = 1) -> Callable[[di
     return callback
 
 
-def augmented_views(config: Config, images, seed: int = 0) -> list:
-    """The views a run of `config` trains on, cut from `images` (M, 3, H, W) uint8.
+def augmented_views(config: Config, train_set, n: int = 6) -> tuple:
+    """The first `n` images of a run's first batch, and the views the run trains on at step 1.
 
-    Returns one float (M, 3, S, S) tensor in [0, 1] per view, globals then locals, drawn from
-    `seed` (for `illustrations.plot_views`).
+    The views come from the run's own batch source (`pipeline.make_train_views` of `config` on
+    `train_set`, on the CPU): with `config.redraw_factors` each view is its own rendering of the
+    image's object with those factors drawn again, so the views share only the other factors;
+    then each view is augmented as in training (`augment.make_views`).
+
+    Args:
+        config: the run's configuration.
+        train_set: the run's training set (`pipeline.load_splits`), an in-memory dataset.
+        n: how many images to show, at most `config.batch_size`.
+
+    Returns:
+        (images, views): the dataset's images (n, 3, H, W) uint8, and one float (n, 3, S, S)
+        tensor in [0, 1] per view, globals then locals (for `illustrations.plot_views`).
     """
     import torch
 
-    from discomm_lite.augment import make_views
-    from discomm_lite.pipeline import view_spec_from_config
+    from discomm_lite.data import ImageTensorDataset
+    from discomm_lite.pipeline import epoch_order, make_train_views
 
-    return make_views(images, view_spec_from_config(config), torch.Generator().manual_seed(seed))
+    if not isinstance(train_set, ImageTensorDataset):
+        raise ValueError(f"augmented_views shows in-memory datasets (synthetic, CIFAR); got a "
+                         f"{type(train_set).__name__}.")
+    if not 0 < n <= config.batch_size:
+        raise ValueError(f"augmented_views shows 1 to batch_size = {config.batch_size} images "
+                         f"of the first batch; got n = {n}.")
+    views = next(make_train_views(config, train_set, torch.device("cpu")).epoch(0))
+    # The first batch of epoch 0 is the head of the epoch's order (`InMemoryViews.epoch`).
+    first = epoch_order(len(train_set), config.seed, 0)[:n]
+    return train_set.images[first], [view[:n] for view in views]
 
 
 def write_image_folder(dataset, root: str | Path, image_size: int | None = None) -> Path:

@@ -16,6 +16,7 @@ from discomm_lite.lab import Lab
 from discomm_lite.notebook import (
     NOTEBOOK_PARAMETERS,
     SMOKE_OVERRIDES,
+    augmented_views,
     cached_train,
     config_from_parameters,
     find_data_root,
@@ -150,6 +151,38 @@ def test_cached_train_returns_the_finished_run(tmp_path):
     second = cached_train(config, tmp_path, progress=False)
     assert second.records == first.records
     assert len(list(tmp_path.iterdir())) == 1
+
+
+def light_backgrounds(images) -> torch.Tensor:
+    """(N,) bool: whether each image's top row is light, i.e. shows a light background (the
+    object never reaches the top row, and a flip keeps it on top)."""
+    return images.float()[:, :, 0].mean((1, 2)) > (0.5 if images.is_floating_point() else 127.5)
+
+
+def test_augmented_views_are_the_first_batch_and_redraw_the_configured_factors():
+    data = make_synthetic(256, seed=5)
+    # Without solarisation (which inverts light pixels), brightness and contrast jitter move a
+    # background across 0.5 in a few percent of the views.
+    cut = make_config("synthetic-toy", redraw_factors="", solarize=False, batch_size=128)
+    images, views = augmented_views(cut, data, n=128)
+    assert images.dtype == torch.uint8 and images.shape == (128, 3, 32, 32)
+    assert [v.shape for v in views] == [(128, 3, 32, 32)] * 2
+    image, first, second = (light_backgrounds(x) for x in (images, *views))
+    # Views cut from the image shown beside them keep its background; a view of another image
+    # would disagree about half of the time.
+    assert (image != first).double().mean() < 0.15 and (image != second).double().mean() < 0.15
+
+    redrawn = cut.replace(redraw_factors="background")
+    same_images, views = augmented_views(redrawn, data, n=128)
+    assert torch.equal(same_images, images)  # the same first batch: the order is the seed's
+    first, second = (light_backgrounds(v) for v in views)
+    assert 0.3 < (first != second).double().mean() < 0.7  # a background of its own per view
+    assert 0.3 < (image != first).double().mean() < 0.7
+    again = augmented_views(redrawn, data, n=128)[1]
+    assert all(torch.equal(v, w) for v, w in zip(views, again, strict=True))
+
+    with pytest.raises(ValueError, match="batch_size = 128"):
+        augmented_views(redrawn, data, n=129)
 
 
 def test_write_image_folder_round_trips_through_the_imagefolder_loader(tmp_path):
