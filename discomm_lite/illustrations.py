@@ -50,7 +50,7 @@ def plot_channel_diagram() -> Figure:
     ax.axis("off")
     grey, blue, orange, green = "0.92", "#dbe9f6", "#fde3c8", "#dff2d8"
     image = _box(ax, (0.7, middle), "image x", grey)
-    view_t = _box(ax, (2.5, teacher), "view 1\n(a global crop)", grey)
+    view_t = _box(ax, (2.5, teacher), "view 1\n(a global view)", grey)
     view_s = _box(ax, (2.5, student), "view 2\n(another view)", grey)
     net_t = _box(ax, (5.1, teacher), "teacher\nbackbone + head\n(no gradient)", blue)
     net_s = _box(ax, (5.1, student), "student\nbackbone + head", orange)
