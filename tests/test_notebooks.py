@@ -169,6 +169,26 @@ def test_no_logic_in_cells(path):
                 f"{path.name}, cell {i}: {what} — put it in the library and call it from here")
 
 
+def literal_parameters(path: Path) -> dict:
+    """The values a notebook's parameters cell assigns."""
+    body = ast.parse(parameters_cells(read(path))[0].source).body
+    return {node.targets[0].id: ast.literal_eval(node.value) for node in body}
+
+
+def test_the_quickstart_restates_its_preset_and_the_sweep_its_budget():
+    """00's default run is the synthetic-toy preset (the study's design "background, colour,
+    position, size redrawn", seed 0): a preset changed without the notebook would be undone by
+    its parameters cell. 08 sweeps the quickstart at the quickstart's budget."""
+    from discomm_lite.config import make_config
+    from discomm_lite.study import effective_config
+
+    quickstart = literal_parameters(NOTEBOOK_DIR / "00_quickstart.ipynb")
+    stated = make_config("synthetic-toy", **quickstart).replace(out_dir=None)
+    assert effective_config(stated.to_dict()) == effective_config(
+        make_config("synthetic-toy").to_dict())
+    assert literal_parameters(NOTEBOOK_DIR / "08_sweep.ipynb")["epochs"] == quickstart["epochs"]
+
+
 def test_the_exercise_rule_exempts_only_tagged_cells():
     definition = "def my_bce(s, z):\n    return s"
     assert FORBIDDEN["a function definition"].search(definition)
@@ -276,6 +296,7 @@ def check_00(nb, run):
     for key in ("knn20_top1", "knn20_top1_random_init", "linear_top1", "mean_bit_entropy"):
         assert 0 <= summary[key] <= 1
     assert {"config.json", "metrics.jsonl", "checkpoint.pt"} <= {p.name for p in run.iterdir()}
+    assert "views (the study's precomputed runs, 2 seeds)" in output_text(nb)  # section 8
 
 
 def check_01(nb, run):
