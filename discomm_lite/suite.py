@@ -169,7 +169,10 @@ def evaluate_checkpoint(
     model = load_model(payload, "teacher").to(device)
     changes = {"dataset": dataset, "data_root": data_root, "train_subset": train_subset,
                "test_subset": test_subset}
-    data_config = config.replace(**{k: v for k, v in changes.items() if v is not None})
+    # The evaluation reads whole images: the training views' redrawn factors do not apply, and
+    # would be refused for another dataset than the synthetic one.
+    data_config = config.replace(redraw_factors="",
+                                 **{k: v for k, v in changes.items() if v is not None})
     train_set, test_set = load_splits(data_config)
     retrieval_split = load_retrieval_split(retrieval_root) if retrieval_root else None
     head = model.head if get_method(config.method).emits_codes else None  # DINO: prototypes

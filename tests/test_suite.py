@@ -199,3 +199,22 @@ def test_retrieval_needs_k_of_at_least_one():
     codes = torch.randint(0, 2, (6, 4))
     with pytest.raises(ValueError, match="k = 0: mAP@k needs k >= 1"):
         retrieval_map(codes, torch.arange(6) % 2, metric="hamming", k=0)
+
+
+def test_a_checkpoint_trained_on_redrawn_views_evaluates_on_another_dataset(tmp_path):
+    from discomm_lite.config import make_config
+    from discomm_lite.engine import train
+    from discomm_lite.notebook import write_image_folder
+    from discomm_lite.suite import evaluate_checkpoint
+
+    config = make_config("synthetic-toy", train_subset=64, test_subset=32, batch_size=32,
+                         epochs=1, warmup_epochs=0, n_bits=8, head_hidden_dim=32, eval_every=0,
+                         device="cpu", out_dir=str(tmp_path / "run"))
+    assert config.redrawn_factors  # the quickstart's views
+    train(config, progress=False)
+    target = tmp_path / "target"
+    for split, seed in (("train", 5), ("val", 6)):
+        write_image_folder(_synthetic(40, seed), target / split)
+    result = evaluate_checkpoint(tmp_path / "run" / "checkpoint.pt", dataset="imagefolder",
+                                 data_root=str(target), train_subset=0, test_subset=0)
+    assert result["dataset"] == "imagefolder" and 0 <= result["knn20_top1"] <= 1
