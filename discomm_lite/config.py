@@ -31,7 +31,7 @@ from discomm_lite.choices import (
     check_backbone_name,
 )
 from discomm_lite.methods import get_method, method_names
-from discomm_lite.presets import PRESETS
+from discomm_lite.presets import METHOD_SETTINGS, PRESETS
 from discomm_lite.view_spec import CONFIG_FIELDS, InvalidField, view_spec_from_config
 
 
@@ -371,3 +371,16 @@ def make_config(preset: str | None = None, **overrides) -> Config:
         )
     check_field_names(overrides)
     return Config.from_dict({**PRESETS[preset], **overrides})
+
+
+def method_settings(preset: str, method: str) -> dict:
+    """The overrides that make `preset`'s run one of `method` with that method's own settings.
+
+    A preset's values are BITS's; `presets.METHOD_SETTINGS` holds what another method changes on
+    it (its tuned learning rate, its head). For a method without entry: just the method's name.
+
+        config.replace(**method_settings("cifar-toy", "simdino"))
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"Unknown preset {preset!r}: the presets are {', '.join(PRESETS)}.")
+    return dict(METHOD_SETTINGS.get(preset, {}).get(method, {"method": method}))

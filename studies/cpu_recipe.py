@@ -15,7 +15,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from discomm_lite.study import StudyRun, run_study
+from discomm_lite.config import method_settings
+from discomm_lite.study import StudyRun, load_results, run_study, training_key
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cpu_recipe"
@@ -29,11 +30,13 @@ LRS = {"BITS-fixed": (1e-3, 2e-3, 4e-3, 8e-3), "SimDINO": (1e-3, 2e-3, 4e-3, 8e-
 
 # The methods as the comparison runs them. SimDINO takes its own defaults from the method
 # (coding-rate weight 1, the coding rate on the student/teacher mean: SimDINO's --expa_type 1).
-# BITS ends its head in an affine-free BatchNorm (see the slow-start group and studies/README.md).
+# The methods as the tuning ran them. BITS ends its head in an affine-free BatchNorm (the slow
+# start, section 1); SimDINO and DINO keep their own heads and SimDINO its coding-rate input (the
+# mean of student and teacher: SimDINO's --expa_type 1).
 METHODS = {
     "BITS-fixed": dict(method="bits", head_norm="batchnorm"),
-    "SimDINO": dict(method="simdino", coding_rate_input=None),
-    "DINO": dict(method="dino"),
+    "SimDINO": dict(method="simdino", head_norm="none", coding_rate_input=None),
+    "DINO": dict(method="dino", head_norm="none"),
 }
 
 
@@ -53,13 +56,9 @@ def tuning() -> list[StudyRun]:
     return runs
 
 
-# What `tuning` chose for each method (best validation k-NN@20; see studies/README.md).
-TUNED: dict[str, dict] = {}
-
-
 def bits(**changes) -> dict:
-    """BITS-fixed at its tuned settings, with `changes`."""
-    return {**METHODS["BITS-fixed"], **TUNED["BITS-fixed"], **QUIET, **changes}
+    """BITS-fixed at the cifar-toy preset, which holds its tuned settings, with `changes`."""
+    return {"method": "bits", **QUIET, **changes}
 
 
 # BITS-reset re-initialises the head every epoch: 4 resets in 5 epochs (the paper: 10 in 100).
@@ -67,12 +66,12 @@ RESET_EVERY = 1
 
 
 def comparison() -> list[StudyRun]:
-    """The four methods at their tuned settings, 3 seeds each."""
+    """The four methods at their tuned settings (presets.METHOD_SETTINGS), 3 seeds each."""
     variants = {
         "BITS-fixed": bits(),
         "BITS-reset": bits(reinit_every=RESET_EVERY),
-        "SimDINO": {**METHODS["SimDINO"], **TUNED["SimDINO"], **QUIET},
-        "DINO": {**METHODS["DINO"], **TUNED["DINO"], **QUIET},
+        "SimDINO": {**method_settings("cifar-toy", "simdino"), **QUIET},
+        "DINO": {**method_settings("cifar-toy", "dino"), **QUIET},
     }
     return [StudyRun("comparison", name, "cifar-toy", overrides, seed=seed)
             for name, overrides in variants.items() for seed in SEEDS]
@@ -144,6 +143,17 @@ GROUPS = {"tuning": tuning, "floor": floor, "slow_start": slow_start, "compariso
           "synthetic": synthetic}
 
 
+def verify(specs: list[StudyRun], runs_root: str, results: str) -> None:
+    """Exit non-zero unless each result was trained as its spec, built today, says."""
+    recorded = {r["name"]: r for r in load_results(results)}
+    wrong = [s.name for s in specs if s.name in recorded and training_key(
+        recorded[s.name]["config"]) != training_key(s.config(runs_root).to_dict())]
+    print(f"{sum(s.name in recorded for s in specs)} results checked against their specs")
+    if wrong:
+        raise SystemExit(f"{len(wrong)} results were trained otherwise than their specs say: "
+                         + ", ".join(wrong))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -155,6 +165,8 @@ def main() -> None:
     parser.add_argument("--shard", default="0/1", help="i/n: run every n-th pending spec from i")
     parser.add_argument("--match", nargs="+", default=[], help="keep specs whose name has one")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--verify", action="store_true",
+                        help="check that every result's config is what its spec builds today")
     args = parser.parse_args()
     groups = list(GROUPS) if args.groups == ["all"] else args.groups
     specs = [spec for group in groups for spec in GROUPS[group]()]
@@ -165,6 +177,9 @@ def main() -> None:
     if args.list:
         for spec in specs:
             print(spec.name, spec.overrides)
+        return
+    if args.verify:
+        verify(specs, args.runs_root, args.results)
         return
     run_study(specs, args.runs_root, args.results, jobs=args.jobs, threads=args.threads)
 

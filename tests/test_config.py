@@ -121,7 +121,23 @@ def test_toy_presets_follow_each_methods_own_conventions():
         bits, simdino = make_config(preset), make_config(preset, method="simdino")
         assert bits.rate_input == "student" and bits.beta == 0.1  # the paper's Eq. 9 and beta
         assert (simdino.rate_input, simdino.beta) == ("student_teacher_mean", 1.0)  # SimDINO's
-        assert bits.clip_grad_mode == "per_param"  # DINO's clip_gradients, the paper's
+
+
+def test_method_settings_turn_a_preset_into_another_methods_run():
+    from discomm_lite.config import method_settings
+    from discomm_lite.presets import METHOD_SETTINGS
+
+    base = make_config("cifar-toy")
+    for method, settings in METHOD_SETTINGS["cifar-toy"].items():
+        config = base.replace(**method_settings("cifar-toy", method))
+        assert config.method == method
+        assert {k: getattr(config, k) for k in settings} == settings
+        # Only what the method changes moves; the budget stays the preset's.
+        assert (config.epochs, config.train_subset, config.batch_size) == (
+            base.epochs, base.train_subset, base.batch_size)
+    assert method_settings("synthetic-toy", "dino") == {"method": "dino"}
+    with pytest.raises(ValueError, match="Unknown preset 'cifar'"):
+        method_settings("cifar", "dino")
 
 
 def test_resets_for_a_baseline_warn_unless_silenced():
