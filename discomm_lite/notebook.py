@@ -222,10 +222,13 @@ def cached_train(config: Config, root: str | Path = "runs", **train_kwargs):
     """Train `config` in its own folder under `root`, or return the finished run from there.
 
     A finished run is one whose checkpoint reached the last step; an unfinished one resumes.
-    This is what makes moving an ablation slider back instant.
+    This is what makes moving an ablation slider back instant. No progress bar unless asked
+    (`progress=True`): a notebook saved with its outputs keeps only a bar's first frame ("0%"),
+    and the notebooks draw the run's records instead.
     """
     from discomm_lite.engine import train
 
+    train_kwargs.setdefault("progress", False)
     return train(config.replace(out_dir=run_dir(config, root)), **train_kwargs)
 
 
