@@ -74,13 +74,17 @@ def read(path: str | Path) -> list[dict]:
 def truncate_after(path: str | Path, step: int) -> None:
     """Keep the records up to `step` (those a resumed run will not write again).
 
-    The kept lines are written to a temporary file in the same folder, flushed to disk, and
+    A head reset logged at `step` itself is dropped: resets happen at the start of the epoch
+    that begins at `step`, after that step's checkpoint was written, so the resumed run draws
+    and logs it again. The kept lines are written to a temporary file in the same folder, flushed to disk, and
     renamed over `path`: a crash leaves either the old file or the new one, never a mix.
     """
     path = Path(path)
     if not path.exists():
         return
-    kept = "".join(line + "\n" for line, record in _parse(path) if record["step"] <= step)
+    kept = "".join(line + "\n" for line, record in _parse(path)
+                   if record["step"] < step or (record["step"] == step
+                                                and record["kind"] != "reinit"))
     atomic_write(path, lambda f: f.write(kept.encode()))
 
 

@@ -89,6 +89,28 @@ def test_resume_continues_the_same_trajectory(tmp_path):
             assert r["loss"] == a[r["step"]]["loss"]
 
 
+def test_a_crash_after_a_head_reset_resumes_with_the_same_records(tmp_path):
+    changes = dict(reinit_every=1, eval_every=0, checkpoint_every=1)
+    full = train(tiny_config(tmp_path / "a", **changes), progress=False)
+
+    def power_cut(record):
+        if record["kind"] == "train" and record["step"] == 12:
+            raise RuntimeError("power cut")
+
+    config = tiny_config(tmp_path / "b", **changes)
+    with pytest.raises(RuntimeError, match="power cut"):
+        train(config, callbacks=[power_cut], progress=False)
+    # The last checkpoint is the end of epoch 1 (step 8); the head reset logged at step 8 came
+    # after it, so the resumed run draws and logs it again, once.
+    assert torch.load(Path(config.out_dir) / "checkpoint.pt", weights_only=True)["step"] == 8
+    assert [r["step"] for r in records(config.out_dir, "reinit")] == [8]
+    resumed = train(config, progress=False)
+    assert ([(r["kind"], r["step"]) for r in records(config.out_dir)]
+            == [(r["kind"], r["step"]) for r in records(full.out_dir)])
+    for k, v in full.teacher.state_dict().items():
+        assert torch.equal(v, resumed.teacher.state_dict()[k]), k
+
+
 def test_finished_run_is_returned_without_training(tmp_path):
     config = tiny_config(tmp_path, epochs=1, eval_every=0)
     first = train(config, progress=False)
