@@ -1,7 +1,8 @@
 """Batch experiments: one papermill execution of a notebook per point of a parameter grid.
 
-Each run gets its own folder `OUT/<name>/` (the executed notebook, and the run's files through
-its `out_dir` parameter), so parallel runs never write into each other's. A failed run is
+Each run gets its own folder `OUT/<name>/` (the executed notebook, its `execution.log` of what
+papermill and the kernel wrote to stderr, and the run's files through its `out_dir` parameter),
+so parallel runs never write into each other's, nor into the caller's output. A failed run is
 recorded with its error and the others go on. `OUT/summary.json` collects every run's status,
 parameters and last evaluation record.
 """
@@ -9,10 +10,12 @@ parameters and last evaluation record.
 from __future__ import annotations
 
 import ast
+import contextlib
 import itertools
 import json
 import os
 import re
+import sys
 import traceback
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -57,14 +60,35 @@ def _execute(notebook: str, run_dir: str, parameters: dict) -> dict:
     import papermill
 
     try:
-        papermill.execute_notebook(notebook, str(Path(run_dir) / Path(notebook).name),
-                                   parameters={**parameters, "out_dir": run_dir},
-                                   cwd=str(Path(notebook).resolve().parent), progress_bar=False)
+        with open(Path(run_dir) / "execution.log", "w") as log, _stderr_to(log):
+            papermill.execute_notebook(notebook, str(Path(run_dir) / Path(notebook).name),
+                                       parameters={**parameters, "out_dir": run_dir},
+                                       cwd=str(Path(notebook).resolve().parent),
+                                       progress_bar=False)
         return {"status": "ok", "error": None}
     except Exception as e:  # papermill wraps the cell's exception; keep its last line
         message = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         return {"status": "failed", "error": message,
                 "traceback": traceback.format_exc(limit=3)}
+
+
+@contextlib.contextmanager
+def _stderr_to(log):
+    """Send this worker's stderr to `log`: Python's, and the file descriptor the kernel inherits.
+
+    A worker forked from a notebook's kernel would otherwise pour papermill's warnings and the
+    child kernel's start-up messages into the calling notebook's output.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(log.fileno(), 2)
+    try:
+        with contextlib.redirect_stderr(log):
+            yield
+    finally:
+        log.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def assigned_names(source: str) -> list[str]:

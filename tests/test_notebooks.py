@@ -108,6 +108,13 @@ def test_parameters_cell_assigns_config_fields_and_notebook_parameters_only(path
     assert not unknown, (f"{path.name}: {unknown} are neither fields of discomm_lite.Config nor "
                          "notebook parameters (discomm_lite.notebook.NOTEBOOK_PARAMETERS)")
     assert len(names) == len(set(names)), f"{path.name}: a parameter is assigned twice"
+    # papermill reads each line to list the parameters (`papermill --help-notebook`); a comment
+    # it cannot parse hides that parameter and puts a warning in every sweep's output.
+    from papermill.translators import PythonTranslator
+
+    assert [p.name for p in PythonTranslator.inspect(cell)] == names, (
+        f"{path.name}: papermill cannot parse a line of the parameters cell (quotes or '=' in a "
+        "comment?)")
     assert "out_dir" in names, f"{path.name}: out_dir must be a parameter (tests and sweeps set it)"
     following = nb.cells[nb.cells.index(cell) + 1]
     assert following.cell_type == "code"

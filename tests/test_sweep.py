@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import nbformat
+import papermill
 import pytest
 
 from discomm_lite.sweep import (
@@ -77,6 +79,24 @@ def test_a_failed_run_is_reported_and_the_others_finish(notebook, tmp_path):
     table, rows, cols = summary_table(results, "n_bits", "seed", "knn20_top1")
     assert rows == [8, 13, 16] and cols == [3]
     assert table[0] == [0.08] and table[2] == [0.16] and table[1][0] != table[1][0]  # NaN
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork",
+                    reason="the stand-in papermill reaches the workers by fork")
+def test_what_papermill_and_the_kernel_write_to_stderr_goes_to_the_run_log(notebook, tmp_path,
+                                                                          capfd, monkeypatch):
+    def noisy_papermill(source, output, **kwargs):
+        print("papermill: Unable to parse line 7", file=sys.stderr)  # its logger's warning
+        os.write(2, b"[IPKernelApp] WARNING | the kernel's start-up message\n")  # a child's fd 2
+        Path(output).write_text(Path(source).read_text())
+
+    monkeypatch.setattr(papermill, "execute_notebook", noisy_papermill)
+    results = run_sweep(notebook, {"n_bits": [8]}, tmp_path / "sweep", jobs=1)
+    assert results[0]["status"] == "ok"
+    log = (tmp_path / "sweep" / "n_bits=8" / "execution.log").read_text()
+    assert "Unable to parse line 7" in log and "start-up message" in log
+    print("the caller's stderr still works", file=sys.stderr)
+    assert capfd.readouterr().err == "the caller's stderr still works\n"
 
 
 def test_names_the_notebook_does_not_read_are_refused(notebook, tmp_path):
