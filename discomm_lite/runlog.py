@@ -76,8 +76,9 @@ def truncate_after(path: str | Path, step: int) -> None:
 
     A head reset logged at `step` itself is dropped: resets happen at the start of the epoch
     that begins at `step`, after that step's checkpoint was written, so the resumed run draws
-    and logs it again. The kept lines are written to a temporary file in the same folder, flushed to disk, and
-    renamed over `path`: a crash leaves either the old file or the new one, never a mix.
+    and logs it again. The kept lines are written to a temporary file in the same folder,
+    flushed to disk, and renamed over `path`: a crash leaves either the old file or the new one,
+    never a mix.
     """
     path = Path(path)
     if not path.exists():

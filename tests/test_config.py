@@ -8,11 +8,11 @@ import pytest
 from discomm_lite.cli import build_parser, main, parse_value
 from discomm_lite.config import (
     PRESETS,
-    BaselineResetWarning,
     Config,
     field_names,
     make_config,
 )
+from discomm_lite.config_checks import BaselineResetWarning
 
 BAD_VALUES = [
     ("n_bits", 0, ">= 1"),

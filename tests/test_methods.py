@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from discomm_lite import methods
-from discomm_lite.config import BaselineResetWarning, Config, make_config
+from discomm_lite.config import Config, make_config
+from discomm_lite.config_checks import BaselineResetWarning
 from discomm_lite.engine import ChannelCollapseWarning, train
 from discomm_lite.heads import DINOHead, ProjectionHead
 from discomm_lite.model import make_model
