@@ -34,8 +34,9 @@ PRESETS: dict[str, dict] = {
         train_subset=2048, n_bits=64, head_hidden_dim=512, head_norm="batchnorm", epochs=12,
         batch_size=128, lr=4e-3, lr_end=1e-4, warmup_epochs=1, momentum=0.99, eval_every=3,
         log_every=8, redraw_factors="background,colour,position,size", global_scale_min=1.0,
-        # Gradient norms stay far below clip_grad here, so the mode changes nothing (measured
-        # on cifar-toy: identical runs); per_param is the paper's (DINO's) convention.
+        # The clipping mode makes no measurable difference here (seed 0, the run's own k-NN:
+        # 0.920 at k=20 and 0.785 at k=200 per parameter, 0.919 and 0.794 global, against a
+        # seed-to-seed std of 0.026 at k=20); per_param is the paper's (DINO's) convention.
         clip_grad_mode="per_param",
     ),
     # Toy CIFAR-10 on a laptop CPU: 10,000 images, 5 epochs of 39 steps, a small convnet. The
