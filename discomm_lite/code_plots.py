@@ -132,7 +132,11 @@ def plot_gallery(
     per_cell = max((len(ix) for cells in index_dict.values() for ix in cells.values()), default=0)
     per_cell = max(per_cell, 1)
     rows = len(index_dict)
-    fig = Figure(dpi=DPI, figsize=(2 * per_cell * 0.9, rows * 0.9 + 0.6), layout="constrained")
+    # Each image drawn at twice its pixel size, unsmoothed: sharp, and a small PNG (smoothing
+    # an upscaled photograph makes every pixel distinct, which PNG cannot compress).
+    inches = 2 * width / DPI
+    fig = Figure(dpi=DPI, figsize=(2 * per_cell * inches + 1.2, rows * inches + 0.6),
+                 layout="constrained")
     axes = fig.subplots(rows, 2, squeeze=False)
     name = "bit" if bit is None else f"bit {bit}"
     for r, (cls, cells) in enumerate(index_dict.items()):
@@ -140,7 +144,7 @@ def plot_gallery(
             strip = np.full((height, per_cell * width, 3), 255, dtype=np.uint8)  # blank = white
             for slot, index in enumerate(cells.get(value, [])):
                 strip[:, slot * width : (slot + 1) * width] = images[index].transpose(1, 2, 0)
-            ax.imshow(strip)
+            ax.imshow(strip, interpolation="nearest")
             ax.set(xticks=[], yticks=[])
             if r == 0:
                 ax.set_title(f"{name} = {value}")
