@@ -14,8 +14,10 @@ import pytest
 from discomm_lite import runlog
 from discomm_lite.runlog import DamagedRecordWarning, RunLog
 
+# In the engine's order: step 2 ends an epoch (train, eval, then its checkpoint), and the head
+# reset that starts the next epoch is logged at step 2 too, after that checkpoint.
 RECORDS = [{"kind": "train", "step": 2, "loss": 0.5}, {"kind": "eval", "step": 2, "knn": 0.3},
-           {"kind": "train", "step": 4, "loss": 0.25}, {"kind": "reinit", "step": 4},
+           {"kind": "reinit", "step": 2}, {"kind": "train", "step": 4, "loss": 0.25},
            {"kind": "eval", "step": 4, "knn": 0.4}]
 
 
@@ -59,7 +61,7 @@ def test_truncate_keeps_the_records_up_to_the_step_through_a_rename(tmp_path):
     os.chmod(path, 0o640)
     inode = path.stat().st_ino
     original_lines = path.read_text().splitlines()
-    runlog.truncate_after(path, 2)
+    runlog.truncate_after(path, 2)  # the reset at step 2 follows its checkpoint: dropped
     assert runlog.read(path) == RECORDS[:2]
     assert path.read_text().splitlines() == original_lines[:2]  # the lines as written
     assert path.stat().st_ino != inode  # a new file renamed into place, not rewritten in place
@@ -104,7 +106,7 @@ def test_a_damaged_line_before_the_last_is_an_error_with_file_and_line(tmp_path)
 
 def test_last_record_of_a_kind():
     assert runlog.last(RECORDS, "eval") == RECORDS[4]
-    assert runlog.last(RECORDS, "train") == RECORDS[2]
+    assert runlog.last(RECORDS, "train") == RECORDS[3]
     assert runlog.last(RECORDS, "warning") is None
     assert runlog.last([], "eval") is None
 
