@@ -50,8 +50,8 @@ STAGES = {
                          "bounded gradients, head resets (pure tensors)",
     "02_toy_cifar_cpu": "BITS-fixed vs BITS-reset vs SimDINO vs DINO on CIFAR-10: the study's "
                         "seeds, the floor, this notebook's curves",
-    "03_ablation_lab": "capacity, head resets, coding-rate weight, agreement: a precomputed grid "
-                       "over 2 seeds, other settings trained live",
+    "03_ablation_lab": "capacity, head resets, coding-rate weight, agreement: the study's runs "
+                       "read, other settings and seeds trained live",
     "04_binary_language": "entropies, correlations, code retrieval vs bits kept, Hamming t-SNE, "
                           "galleries, bit-factor MI",
     "05_full_cifar_gpu": "ResNet-18 on CIFAR-10/100, hundreds of epochs, the whole evaluation "
