@@ -34,6 +34,12 @@ LAB_OPTIONS = {
 _FLOOR_FIELDS = ("dataset", "backbone", "image_size", "train_subset", "test_subset")
 
 
+def _over_seeds(values) -> float | tuple[float, float]:
+    """(mean, std) over the seeds' values; one value alone when there is one seed (no spread)."""
+    mean, std, count = mean_std(values)
+    return (mean, std) if count > 1 else mean
+
+
 @dataclass(frozen=True)
 class LabRun:
     """One seed of one lab setting: its metrics records and final evaluation, and where from."""
@@ -172,8 +178,10 @@ class Lab:
         """Curves and final evaluations of `settings` (default: every setting tried so far).
 
         Curves: coding rate (with the one-direction rate of each K), bit agreement (chance 0.5),
-        k-NN during training; one colour per setting, one line per seed. Bars: k-NN@20 with the
-        random-init floor, and the redundancy of the codes (mean |correlation| between bits).
+        and k-NN during training where a run evaluated during training (the study's runs did not:
+        their k-NN is the final one); one colour per setting, one line per seed. Bars: k-NN@20
+        with the random-init floor, and the redundancy of the codes (mean |correlation| between
+        bits).
         """
         from discomm_lite.plots import channel_references, plot_lab
 
@@ -186,10 +194,12 @@ class Lab:
         runs = {label: self.tried[label] for label in labels}
         configs = {label: self.base.replace(**seeds[0].setting) for label, seeds in runs.items()}
         floor = {key: {"random-init floor": value} for key, value in self.floor().items()}
+        records = {label: [run.records for run in seeds] for label, seeds in runs.items()}
+        logged = {key for seeds in records.values() for run in seeds for r in run for key in r}
         return plot_lab(
-            {label: [run.records for run in seeds] for label, seeds in runs.items()},
+            records,
             {label: [run.final for run in seeds] for label, seeds in runs.items()},
-            curves=("coding_rate", "bit_agreement", "knn20_top1"),
+            curves=[k for k in ("coding_rate", "bit_agreement", "knn20_top1") if k in logged],
             final_keys=("knn20_top1", "code_mean_abs_correlation"),
             agreement={label: c.agreement for label, c in configs.items()},
             curve_references=channel_references(
@@ -203,10 +213,9 @@ class Lab:
         for label, runs in self.tried.items():
             finals = [run.final or {} for run in runs]
             last = [[r for r in run.records if r.get("kind") == "train"][-1:] for run in runs]
-            rate = mean_std(x[0]["coding_rate"] for x in last if x and "coding_rate" in x[0])
+            rate = _over_seeds(x[0]["coding_rate"] for x in last if x and "coding_rate" in x[0])
             rows.append([label, len(runs), ", ".join(sorted({run.source for run in runs})),
-                         *(mean_std(f.get(k, math.nan) for f in finals)[:2] for k in keys),
-                         rate[:2]])
+                         *(_over_seeds(f.get(k, math.nan) for f in finals) for k in keys), rate])
         return markdown_table(rows, ["setting", "seeds", "source", *keys, "final coding rate"])
 
     def controls(self) -> dict:

@@ -40,6 +40,9 @@ def _rows(results: list[dict], keys, variants=None) -> list[list]:
     rows = []
     for row in summarize(results, keys, variants):
         runs = [r for r in results if r["variant"] == row["variant"]]
+        if not runs:  # a variant of the plan that the budget left out
+            rows.append([row["variant"], "not run", *("–" for _ in keys), None])
+            continue
         seconds = mean_std(r.get("train_seconds", float("nan")) for r in runs)[0]
         # One seed has no spread to show: its value alone, not "± 0".
         values = [row[k] if len(runs) > 1 else row[k][0] for k in keys]
@@ -48,9 +51,25 @@ def _rows(results: list[dict], keys, variants=None) -> list[list]:
     return rows
 
 
-def group_table(results: list[dict], group: str, keys=FINAL + CODES, variants=None) -> str:
-    """Mean ± std over seeds of one group, with the mean training time per run."""
+def _natural_key(variant: str) -> list:
+    """'n_bits=32' before 'n_bits=128': the numbers in a name compared as numbers."""
+    return [(0, float(part), "") if re.fullmatch(r"\d+(\.\d+)?", part) else (1, 0.0, part)
+            for part in re.split(r"(\d+(?:\.\d+)?)", variant) if part]
+
+
+def group_table(results: list[dict], group: str, keys=FINAL + CODES, variants=None,
+                bases: dict[str, str] | None = None) -> str:
+    """Mean ± std over seeds of one group, with the mean training time per run.
+
+    `bases` adds comparison runs as rows of the group: {comparison variant: row label}, e.g. the
+    BITS-fixed runs as the beta group's beta=0.1 (they are that setting, with the same seeds).
+    """
     chosen = [r for r in results if r["group"] == group]
+    for variant, label in (bases or {}).items():
+        chosen += [{**r, "group": group, "variant": label} for r in results
+                   if r["group"] == "comparison" and r["variant"] == variant]
+    if variants is None:
+        variants = sorted({r["variant"] for r in chosen}, key=_natural_key)
     return markdown_table(_rows(chosen, keys, variants),
                           ["variant", "seeds", *(HEADERS.get(k, k) for k in keys), "train s"])
 
@@ -142,9 +161,13 @@ TABLES = {
                                         variants=["BITS-fixed", "BITS-reset", "SimDINO", "DINO"]),
     "floor": floor_table,
     "grid": lambda r: group_table(r, "grid"),
-    "period": lambda r: group_table(r, "period"),
-    "beta": lambda r: group_table(r, "beta", FINAL + CODES + ("coding_rate",)),
-    "agreement": lambda r: group_table(r, "agreement", FINAL + ("bit_agreement",)),
+    "period": lambda r: group_table(r, "period",
+                                    bases={"BITS-fixed": "never (BITS-fixed)",
+                                           "BITS-reset": "reinit_every=1 (BITS-reset)"}),
+    "beta": lambda r: group_table(r, "beta", FINAL + CODES + ("coding_rate",),
+                                  bases={"BITS-fixed": "beta=0.1 (BITS-fixed)"}),
+    "agreement": lambda r: group_table(r, "agreement", FINAL + ("bit_agreement",),
+                                       bases={"BITS-fixed": "bce (BITS-fixed)"}),
     "synthetic": synthetic_table,
 }
 

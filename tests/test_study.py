@@ -97,3 +97,37 @@ def test_two_specs_with_one_name_are_refused(tmp_path):
     spec = StudyRun("g", "x", "synthetic-toy", TINY)
     with pytest.raises(ValueError, match="share the names"):
         run_study([spec, spec], tmp_path / "runs", tmp_path / "results")
+
+
+def _load_tables_script():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "studies" / "tables.py"
+    spec = importlib.util.spec_from_file_location("study_tables", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_reports_tables_are_those_of_the_committed_results():
+    tables = _load_tables_script()
+    readme = tables.README.read_text()
+    assert tables.render(readme, load_results(tables.RESULTS)) == readme, (
+        "studies/README.md's tables differ from studies/results: run python studies/tables.py")
+
+
+def test_study_tables_order_numbers_as_numbers_and_add_the_comparisons_runs_as_rows():
+    tables = _load_tables_script()
+    names = ["n_bits=256", "n_bits=32", "beta=0.3", "n_bits=128", "beta=0", "beta=1"]
+    assert sorted(names, key=tables._natural_key) == [
+        "beta=0", "beta=0.3", "beta=1", "n_bits=32", "n_bits=128", "n_bits=256"]
+    runs = [{"group": "comparison", "variant": "BITS-fixed", "seed": s,
+             "eval": {"knn20_top1": v}, "train_seconds": 1.0} for s, v in ((0, 0.5), (1, 0.7))]
+    runs.append({"group": "beta", "variant": "beta=0", "seed": 0, "eval": {"knn20_top1": 0.4},
+                 "train_seconds": 1.0})
+    table = tables.group_table(runs, "beta", ("knn20_top1",),
+                               bases={"BITS-fixed": "beta=0.1 (BITS-fixed)"})
+    rows = [line for line in table.splitlines() if line.startswith("| beta")]
+    assert rows[0].startswith("| beta=0 | 0 | 0.400 |")
+    assert rows[1].startswith("| beta=0.1 (BITS-fixed) | 0, 1 | 0.600 ± 0.141 |")
