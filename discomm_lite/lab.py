@@ -17,7 +17,7 @@ from discomm_lite.notebook import (
     is_smoke,
     markdown_table,
 )
-from discomm_lite.study import effective_config, mean_std, training_key
+from discomm_lite.study import effective_config, over_seeds, training_key
 from discomm_lite.study_report import floor_values
 
 # The knobs of the lab's panel, in the order the widgets show them.
@@ -32,12 +32,6 @@ LAB_OPTIONS = {
 }
 # The fields a random-init network's backbone depends on (its floor).
 _FLOOR_FIELDS = ("dataset", "backbone", "image_size", "train_subset", "test_subset")
-
-
-def _over_seeds(values) -> float | tuple[float, float]:
-    """(mean, std) over the seeds' values; one value alone when there is one seed (no spread)."""
-    mean, std, count = mean_std(values)
-    return (mean, std) if count > 1 else mean
 
 
 @dataclass(frozen=True)
@@ -213,9 +207,9 @@ class Lab:
         for label, runs in self.tried.items():
             finals = [run.final or {} for run in runs]
             last = [[r for r in run.records if r.get("kind") == "train"][-1:] for run in runs]
-            rate = _over_seeds(x[0]["coding_rate"] for x in last if x and "coding_rate" in x[0])
+            rate = over_seeds(x[0]["coding_rate"] for x in last if x and "coding_rate" in x[0])
             rows.append([label, len(runs), ", ".join(sorted({run.source for run in runs})),
-                         *(_over_seeds(f.get(k, math.nan) for f in finals) for k in keys), rate])
+                         *(over_seeds(f.get(k, math.nan) for f in finals) for k in keys), rate])
         return markdown_table(rows, ["setting", "seeds", "source", *keys, "final coding rate"])
 
     def controls(self) -> dict:

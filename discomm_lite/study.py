@@ -242,6 +242,12 @@ def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
     return mean, math.sqrt(var), len(finite)
 
 
+def over_seeds(values: Iterable[float]) -> float | tuple[float, float]:
+    """(mean, std) over the seeds' values, or the value alone for one seed (no spread to show)."""
+    mean, std, count = mean_std(values)
+    return mean if count == 1 else (mean, std)
+
+
 def summarize(results: Sequence[dict], keys: Sequence[str],
               variants: Sequence[str] | None = None) -> list[dict]:
     """One row per variant (in `variants` order, else first-seen order): mean/std over seeds.

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from discomm_lite.notebook import markdown_table
-from discomm_lite.study import load_results, mean_std, summarize
+from discomm_lite.study import load_results, mean_std, metric, over_seeds, summarize
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cpu_recipe"
@@ -44,8 +44,7 @@ def _rows(results: list[dict], keys, variants=None) -> list[list]:
             rows.append([row["variant"], "not run", *("–" for _ in keys), None])
             continue
         seconds = mean_std(r.get("train_seconds", float("nan")) for r in runs)[0]
-        # One seed has no spread to show: its value alone, not "± 0".
-        values = [row[k] if len(runs) > 1 else row[k][0] for k in keys]
+        values = [over_seeds(metric(r, k) for r in runs) for k in keys]
         rows.append([row["variant"], ", ".join(map(str, row["seeds"])), *values,
                      round(seconds) if seconds == seconds else None])
     return rows
