@@ -50,7 +50,11 @@ RESUMABLE_CHANGES = frozenset({
 # Fields added after checkpoints were first written (issue 11), with the behaviour of the code that
 # wrote checkpoints lacking them: such a checkpoint resumes where that behaviour is the run's own.
 FIELDS_ADDED = {"clip_grad_mode": "global", "coding_rate_scope": "global",
-                "coding_rate_input": "student", "redraw_factors": ""}
+                "coding_rate_input": "student", "redraw_factors": "",
+                # issue 20: the head reset's handling
+                "reinit_optimizer_state": "clear", "reinit_warmup_steps": 0,
+                "reinit_teacher_momentum": None, "reinit_catchup_steps": 0,
+                "reinit_partial_period": True}
 
 
 class CheckpointError(RuntimeError):

@@ -49,6 +49,19 @@ class Config:
     # BITS only: for simdino or dino a BaselineResetWarning says the paper saw SimDINO diverge)
     reinit_at_start: bool = False  # re-initialise the head once before training (adaptation)
     teacher_head_policy: str = "copy"  # at a re-init: copy the new student head | keep the EMA
+    # What else a head reset does. The paper says only that the head is "re-sampled from its
+    # initial distribution"; its code re-initialises the head's modules in place, which leaves
+    # AdamW's moments as they were. Each choice below was measured (studies/README.md, resets):
+    reinit_optimizer_state: str = "clear"  # keep the head's AdamW moments | clear them
+    reinit_warmup_steps: int = 0  # the head's lr ramps up from 0 over this many steps after a reset
+    # The teacher head's EMA momentum for reinit_catchup_steps steps after a reset (None: the
+    # schedule's, as the backbone's). In the paper a reset period is ~50,000 steps at momentum
+    # >= 0.996, so the teacher head forgets its random draw; a 39-step toy epoch at 0.99 does not.
+    reinit_teacher_momentum: float | None = None
+    reinit_catchup_steps: int = 0
+    # Also reset when the run ends before the reset's period does (the paper's calendar, 10 of 100
+    # epochs, never does; False keeps the final codes those of a head that learned for a period).
+    reinit_partial_period: bool = True
     head_hidden_dim: int = 2048
     head_bottleneck_dim: int = 256  # DINO prototype head only
     n_prototypes: int = 4096  # DINO only (65536 in DINO's ImageNet recipe)

@@ -22,6 +22,7 @@ from discomm_lite.choices import (
     DATASETS,
     HEAD_NORMS,
     PRECISIONS,
+    REINIT_OPTIMIZER_STATES,
     SYNTHETIC_FACTORS,
     TARGETS,
     TEACHER_HEAD_POLICIES,
@@ -119,6 +120,7 @@ def validate(c: Config) -> None:
         "teacher_head_policy": TEACHER_HEAD_POLICIES, "precision": PRECISIONS,
         "head_norm": HEAD_NORMS, "clip_grad_mode": CLIP_GRAD_MODES,
         "coding_rate_scope": CODING_RATE_SCOPES, "dataset": DATASETS,
+        "reinit_optimizer_state": REINIT_OPTIMIZER_STATES,
     }
     for name, accepted in choices.items():
         if getattr(c, name) not in accepted:
@@ -132,6 +134,7 @@ def validate(c: Config) -> None:
         "checkpoint_every": 1, "eval_every": 0, "head_hidden_dim": 1, "head_bottleneck_dim": 1,
         "n_prototypes": 1, "train_subset": 0, "test_subset": 0, "num_workers": -1,
         "teacher_temp_warmup_epochs": 0, "freeze_last_layer_epochs": 0,
+        "reinit_warmup_steps": 0, "reinit_catchup_steps": 0,
     }
     for name, low in at_least.items():
         if getattr(c, name) < low:
@@ -162,6 +165,9 @@ def validate(c: Config) -> None:
     for name in unit:
         if not 0 <= getattr(c, name) <= 1:
             _fail(name, getattr(c, name), "in [0, 1]")
+    if c.reinit_teacher_momentum is not None and not 0 <= c.reinit_teacher_momentum <= 1:
+        _fail("reinit_teacher_momentum", c.reinit_teacher_momentum,
+              "in [0, 1], or None for the schedule's momentum")
     if c.local_size > c.global_size:
         _fail("local_size", c.local_size, f"at most global_size ({c.global_size})")
     for name, required, reason in method.fixed_fields:

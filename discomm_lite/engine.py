@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from discomm_lite import distributed, runlog, schedules
+from discomm_lite import distributed, monitor, runlog
 from discomm_lite.atomic import temporary_pattern
 from discomm_lite.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from discomm_lite.config import Config
@@ -136,10 +136,10 @@ def _train(config: Config, device: torch.device, out: Path | None,
         while state.step < last_step:
             epoch, start = divmod(state.step, schedule.steps_per_epoch)
             # ---- head reset? (seeded by the epoch: a resumed run draws the same head)
-            if start == 0 and schedules.reinit_due(epoch, config.reinit_every,
-                                                   config.reinit_at_start):
+            if start == 0 and schedule.reinit_due(epoch):
                 reinit_head(state.student, state.teacher, state.optimizer,
-                            policy=config.teacher_head_policy, seed=config.seed * 1009 + epoch)
+                            policy=config.teacher_head_policy, seed=config.seed * 1009 + epoch,
+                            clear_optimizer_state=config.reinit_optimizer_state == "clear")
                 log.emit({"kind": "reinit", "step": state.step, "epoch": epoch})
             # ---- steps, their metrics flushed every log_every steps; both models in train mode
             # (the teacher's BatchNorms use batch statistics, as in DINO)
@@ -159,6 +159,13 @@ def _train(config: Config, device: torch.device, out: Path | None,
                 _save(out, config, state)
                 run.interrupted, run.stop_signal = True, stop.signal
                 break
+            # ---- a reset's period ends (the next epoch resets, or the run ends): its health
+            if state.step % schedule.steps_per_epoch == 0 and (
+                    state.step >= schedule.total_steps
+                    or schedule.reinit_due(state.step // schedule.steps_per_epoch)):
+                health = monitor.reset_health(log.records, state.step)
+                if health is not None:
+                    log.emit(health)
             # ---- evaluate? save? (at the end of an epoch)
             if test_set is not None and schedule.epoch_end(state.step, config.eval_every):
                 log.emit({"kind": "eval", "step": state.step,
@@ -274,9 +281,10 @@ def _flush(buffer: MetricBuffer, log: runlog.RunLog, method: Method, config: Con
     if record is None:
         return
     log.emit(record)
-    warning = health_warning(record, method, config)
-    if warning is not None:
-        log.emit(warning)
+    for warning in (health_warning(record, method, config),
+                    monitor.reset_collapse_warning(log.records)):
+        if warning is not None:
+            log.emit(warning)
 
 
 def _progress_bar(enabled: bool, epoch: int, start: int, schedule: StepSchedule, epochs: int):

@@ -71,23 +71,54 @@ def _remove_stochastic_depth(model: nn.Module) -> None:
                 setattr(parent, name, nn.Identity())
 
 
-def param_groups(model: nn.Module) -> list[dict]:
+def param_groups(model: MultiCropModel) -> list[dict]:
     """AdamW groups: weight decay on weights; none on biases, norms and other 1-d parameters.
 
-    DINO's utils.get_params_groups; each group carries "apply_weight_decay" for the schedule.
+    DINO's utils.get_params_groups, each split into the backbone's and the head's parameters so
+    that a head reset can warm the new head's learning rate up on its own. Each group carries
+    "apply_weight_decay" for the schedule and "is_head".
     """
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "apply_weight_decay": True},
-            {"params": no_decay, "apply_weight_decay": False, "weight_decay": 0.0}]
+    groups = []
+    for is_head, part in ((False, model.backbone), (True, model.head)):
+        decay, no_decay = [], []
+        for name, p in part.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+        groups += [{"params": decay, "apply_weight_decay": True, "is_head": is_head},
+                   {"params": no_decay, "apply_weight_decay": False, "weight_decay": 0.0,
+                    "is_head": is_head}]
+    return groups
+
+
+def upgrade_optimizer_state(saved: dict, model: MultiCropModel) -> dict:
+    """An AdamW state_dict saved with the two groups of older versions (decay, no decay over the
+    whole model), rearranged into `param_groups(model)`'s four; a four-group one as it is."""
+    if len(saved["param_groups"]) != 2:
+        return saved
+    params = [p for p in model.parameters() if p.requires_grad]
+    is_decay = [not (p.ndim <= 1 or name.endswith(".bias"))
+                for name, p in model.named_parameters() if p.requires_grad]
+    old_order = ([p for p, d in zip(params, is_decay, strict=True) if d]
+                 + [p for p, d in zip(params, is_decay, strict=True) if not d])
+    old_index = {id(p): i for i, p in enumerate(old_order)}
+    groups, state, new_index = [], {}, 0
+    for group in param_groups(model):
+        old_group = saved["param_groups"][0 if group["apply_weight_decay"] else 1]
+        indices = []
+        for p in group["params"]:
+            if old_index[id(p)] in saved["state"]:
+                state[new_index] = saved["state"][old_index[id(p)]]
+            indices.append(new_index)
+            new_index += 1
+        groups.append({**old_group, "is_head": group["is_head"], "params": indices})
+    return {"state": state, "param_groups": groups}
 
 
 def reinit_head(student: MultiCropModel, teacher: MultiCropModel,
-                optimizer: torch.optim.Optimizer, *, policy: str, seed: int) -> None:
-    """Re-sample the student head, clear its optimizer state, and apply the teacher policy.
+                optimizer: torch.optim.Optimizer, *, policy: str, seed: int,
+                clear_optimizer_state: bool) -> None:
+    """Re-sample the student head, apply the teacher policy and, if asked, clear its AdamW state.
 
     The paper's periodically randomized heads (Sec. 4.5): the head is drawn again from its
     initial distribution every `reinit_every` epochs.
@@ -95,6 +126,11 @@ def reinit_head(student: MultiCropModel, teacher: MultiCropModel,
     policy "copy": the teacher head becomes the new student head, so teacher and student speak
     the same (new) code from the first step, as at the start of training; "keep": the teacher
     keeps its EMA head and drifts to the new code at the EMA's pace.
+    `clear_optimizer_state`: drop the head's AdamW moments and step count. A fresh,
+    bias-corrected Adam then moves every weight by about lr at each of its first steps, whatever
+    its gradient, which at a toy run's full lr blows the new head's outputs up within a few steps
+    (studies/README.md, resets); kept moments (an in-place re-initialisation, as the paper's
+    code does) carry the scale of the old head's gradients over to the new one.
     `seed` fixes the new head, so a resumed run and every process draw the same one.
     """
     if policy not in ("copy", "keep"):
@@ -103,8 +139,8 @@ def reinit_head(student: MultiCropModel, teacher: MultiCropModel,
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         student.head.reset_parameters()
-    for p in student.head.parameters():
-        # Adam's moments belong to the old head's coordinates; stale ones would steer the new.
-        optimizer.state.pop(p, None)
+    if clear_optimizer_state:
+        for p in student.head.parameters():
+            optimizer.state.pop(p, None)
     if policy == "copy":
         teacher.head.load_state_dict(student.head.state_dict())

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -170,3 +170,63 @@ def health_warning(record: dict, method: Method, config: Config) -> dict | None:
         return None
     warnings.warn(message, ChannelCollapseWarning, stacklevel=3)
     return {"kind": "warning", "step": record["step"], "message": message}
+
+
+# ---- head resets: did the channel survive? -------------------------------------------------------
+RESET_RECOVERED = 0.9  # the coding rate is back once it reaches this fraction of its value before
+RESET_COLLAPSED = 0.5  # below this fraction of its value before, a reset collapsed the channel
+
+
+def _last_reset(records: Sequence[dict]) -> tuple[dict | None, dict | None, list[dict]]:
+    """The last head reset of `records`, the train record just before it and those after it."""
+    index = next((i for i in range(len(records) - 1, -1, -1)
+                  if records[i]["kind"] == "reinit"), None)
+    if index is None:
+        return None, None, []
+    before = next((r for r in reversed(records[:index]) if r["kind"] == "train"), None)
+    after = [r for r in records[index + 1:] if r["kind"] == "train"]
+    return records[index], before, after
+
+
+def reset_health(records: Sequence[dict], step: int) -> dict | None:
+    """The "reset_health" record of the last head reset in `records`, at the end of its period.
+
+    The coding rate and bit agreement of the train record just before the reset, their minimum
+    over the records after it, the rate at the end, and the steps until the rate was back to
+    RESET_RECOVERED of its value before (None if it never was). None without a reset, or for a
+    method whose records have no coding rate.
+    """
+    reset, before, after = _last_reset(records)
+    if reset is None or not after or "coding_rate" not in after[0]:
+        return None
+    rate_before = None if before is None else before["coding_rate"]
+    lowest = min(after, key=lambda r: r["coding_rate"])
+    recovered = next((r["step"] - reset["step"] for r in after if rate_before is not None
+                      and r["coding_rate"] >= RESET_RECOVERED * rate_before), None)
+    agreement = [r["bit_agreement"] for r in after if "bit_agreement" in r]
+    return {"kind": "reset_health", "step": step, "reset_step": reset["step"],
+            "coding_rate_before": rate_before,
+            "bit_agreement_before": None if before is None else before.get("bit_agreement"),
+            "coding_rate_min": lowest["coding_rate"], "coding_rate_min_step": lowest["step"],
+            "bit_agreement_min": min(agreement) if agreement else None,
+            "coding_rate_end": after[-1]["coding_rate"], "steps_to_recover": recovered}
+
+
+def reset_collapse_warning(records: Sequence[dict]) -> dict | None:
+    """Warn (once per reset) when the coding rate since the last head reset fell below
+    RESET_COLLAPSED of its value just before the reset; returns the "warning" record."""
+    reset, before, after = _last_reset(records)
+    if reset is None or before is None or not after or "coding_rate" not in before:
+        return None
+    if any(r["kind"] == "warning" and r.get("reset_step") == reset["step"] for r in records):
+        return None
+    rate, limit = after[-1]["coding_rate"], RESET_COLLAPSED * before["coding_rate"]
+    if rate >= limit:
+        return None
+    message = (f"The head reset at step {reset['step']} collapsed the channel: coding rate "
+               f"{rate:.1f} at step {after[-1]['step']}, under half its {before['coding_rate']:.1f}"
+               " just before the reset. Keep the head's optimizer state "
+               "(reinit_optimizer_state='keep') or warm its lr up (reinit_warmup_steps).")
+    warnings.warn(message, ChannelCollapseWarning, stacklevel=3)
+    return {"kind": "warning", "step": after[-1]["step"], "reset_step": reset["step"],
+            "message": message}

@@ -31,12 +31,35 @@ def linear_then_constant(step: int, ramp_steps: int, start: float, end: float) -
     return start + (end - start) * step / ramp_steps
 
 
-def reinit_due(epoch: int, reinit_every: int, reinit_at_start: bool = False) -> bool:
+def reinit_due(epoch: int, reinit_every: int, reinit_at_start: bool = False,
+               epochs: int | None = None, partial_period: bool = True) -> bool:
     """Whether the student head is re-initialised at the start of `epoch` (0-based; paper Sec. 4.5).
 
     Every `reinit_every` epochs (never at epoch 0, where the head is fresh anyway), and once at
-    epoch 0 when `reinit_at_start` asks for it (adapting a pretrained checkpoint).
+    epoch 0 when `reinit_at_start` asks for it (adapting a pretrained checkpoint). With the run's
+    `epochs` and `partial_period=False`, a periodic reset whose period would not end before the
+    run does is skipped: the paper's calendar (n = 10 of 100 epochs) never has one, and the final
+    codes are then those of a head that had a whole period to learn.
     """
     if epoch == 0:
         return reinit_at_start
-    return reinit_every > 0 and epoch % reinit_every == 0
+    if reinit_every <= 0 or epoch % reinit_every:
+        return False
+    return partial_period or epochs is None or epoch + reinit_every <= epochs
+
+
+def last_reinit_epoch(epoch: int, reinit_every: int, reinit_at_start: bool = False,
+                      epochs: int | None = None, partial_period: bool = True) -> int | None:
+    """The latest epoch <= `epoch` whose start re-initialised the head (None: no reset yet).
+
+    A pure function of the calendar of `reinit_due`, so a resumed run knows how far it is into
+    the period of the last reset (the head's warm-up, the teacher head's catch-up).
+    """
+    if reinit_every > 0:
+        last = epoch - epoch % reinit_every
+        while last > 0 and not reinit_due(last, reinit_every, reinit_at_start, epochs,
+                                          partial_period):
+            last -= reinit_every
+        if last > 0:
+            return last
+    return 0 if reinit_at_start else None

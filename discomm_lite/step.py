@@ -22,7 +22,13 @@ from discomm_lite.choices import CLIP_GRAD_MODES
 from discomm_lite.config import Config
 from discomm_lite.ema import ema_update
 from discomm_lite.methods import get_method
-from discomm_lite.model import MultiCropModel, make_model, make_teacher, param_groups
+from discomm_lite.model import (
+    MultiCropModel,
+    make_model,
+    make_teacher,
+    param_groups,
+    upgrade_optimizer_state,
+)
 
 
 # ---- the pieces of a step ----------------------------------------------------------------------
@@ -95,7 +101,8 @@ class TrainState:
         """Restore everything `state_dict` holds from a checkpoint's payload."""
         self.student.load_state_dict(payload["student"])
         self.teacher.load_state_dict(payload["teacher"])
-        self.optimizer.load_state_dict(payload["optimizer"])
+        self.optimizer.load_state_dict(upgrade_optimizer_state(payload["optimizer"],
+                                                               self.student))
         self.scaler.load_state_dict(payload["scaler"])
         if self.center is not None:
             self.center.copy_(payload["center"])
@@ -159,19 +166,40 @@ def make_forwards(state: TrainState, config: Config, device: torch.device) -> Fo
 
 @dataclass(frozen=True)
 class StepSchedule:
-    """Where the schedules of a run turn: all in global steps."""
+    """Where the schedules of a run turn (in global steps), and its head resets' calendar."""
 
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
     teacher_temp_steps: int
+    reinit_every: int = 0
+    reinit_at_start: bool = False
+    reinit_partial_period: bool = True
 
     @classmethod
     def from_config(cls, config: Config, steps_per_epoch: int) -> StepSchedule:
         """The turning points of `config`'s schedules for epochs of `steps_per_epoch` steps."""
         return cls(steps_per_epoch, config.epochs * steps_per_epoch,
                    config.warmup_epochs * steps_per_epoch,
-                   config.teacher_temp_warmup_epochs * steps_per_epoch)
+                   config.teacher_temp_warmup_epochs * steps_per_epoch,
+                   config.reinit_every, config.reinit_at_start, config.reinit_partial_period)
+
+    @property
+    def epochs(self) -> int:
+        return self.total_steps // self.steps_per_epoch
+
+    def reinit_due(self, epoch: int) -> bool:
+        """Whether the head is re-initialised at the start of `epoch` (`schedules.reinit_due`)."""
+        return schedules.reinit_due(epoch, self.reinit_every, self.reinit_at_start, self.epochs,
+                                    self.reinit_partial_period)
+
+    def steps_since_reinit(self, step: int) -> int | None:
+        """How many steps before `step` the last head reset happened (0 at the reset's own first
+        step); None before the first reset."""
+        epoch = schedules.last_reinit_epoch(step // self.steps_per_epoch, self.reinit_every,
+                                            self.reinit_at_start, self.epochs,
+                                            self.reinit_partial_period)
+        return None if epoch is None else step - epoch * self.steps_per_epoch
 
     def epoch_end(self, step: int, every: int) -> bool:
         """Whether `step` ends an epoch whose number is a multiple of `every` (> 0), or the last."""
@@ -199,8 +227,10 @@ def train_step(state: TrainState, views: list[Tensor], config: Config, forward: 
     momentum = schedules.cosine(step, schedule.total_steps, config.momentum, config.momentum_end)
     teacher_temp = schedules.linear_then_constant(step, schedule.teacher_temp_steps,
                                                   config.teacher_temp_warmup, config.teacher_temp)
+    head_lr, head_momentum = _after_reinit(schedule.steps_since_reinit(step), lr, momentum,
+                                           config)
     for group in state.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = head_lr if group["is_head"] else lr
         if group["apply_weight_decay"]:
             group["weight_decay"] = wd
     if forward.channels_last:
@@ -228,12 +258,31 @@ def train_step(state: TrainState, views: list[Tensor], config: Config, forward: 
     state.scaler.update()
 
     # ---- teacher: EMA of the student (and DINO's center)
-    ema_update(state.teacher, state.student, momentum)
+    ema_update(state.teacher.backbone, state.student.backbone, momentum)
+    ema_update(state.teacher.head, state.student.head, head_momentum)
     if state.center is not None:
         state.center = method.update_center(state.center, teacher_logits, config)
     state.step += 1
     return ({"loss": loss.detach(), **parts, "grad_norm": grad_norm},
             {"lr": lr, "weight_decay": wd, "momentum": momentum})
+
+
+def _after_reinit(since: int | None, lr: float, momentum: float,
+                  config: Config) -> tuple[float, float]:
+    """The head's lr and the teacher head's EMA momentum, `since` steps after a head reset.
+
+    The new head's lr ramps linearly from lr / reinit_warmup_steps to lr over its first
+    reinit_warmup_steps steps; for reinit_catchup_steps steps the teacher head follows the
+    student's at reinit_teacher_momentum instead of the schedule's momentum. Before the first
+    reset (`since` None), and after those steps, both are the schedule's.
+    """
+    if since is None:
+        return lr, momentum
+    if since < config.reinit_warmup_steps:
+        lr = lr * (since + 1) / config.reinit_warmup_steps
+    if since < config.reinit_catchup_steps and config.reinit_teacher_momentum is not None:
+        momentum = config.reinit_teacher_momentum
+    return lr, momentum
 
 
 def _start_from_pretrained(student: MultiCropModel, config: Config) -> Tensor | None:

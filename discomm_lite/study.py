@@ -122,8 +122,11 @@ def validation_knn(backbone, config: Config) -> dict[str, float]:
 
 
 def run_study(specs: Sequence[StudyRun], runs_root: str | Path, results_dir: str | Path, *,
-              jobs: int = 1, threads: int = 1) -> list[str]:
+              jobs: int = 1, threads: int = 1, twin_dirs: Sequence[str | Path] = ()) -> list[str]:
     """Run every spec whose result file is missing, `jobs` processes at a time.
+
+    A spec whose training config is that of a finished run in `results_dir` or in one of
+    `twin_dirs` (another study's results) reuses that run's result instead of training again.
 
     Each run is claimed first (`<name>.claim`, created exclusively), so several invocations of a
     study, on one machine or sharing a folder, never run the same spec twice. A claim left by a
@@ -136,9 +139,9 @@ def run_study(specs: Sequence[StudyRun], runs_root: str | Path, results_dir: str
         raise ValueError(f"Two specs share the names {duplicates}: give them distinct variants.")
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     if jobs <= 1:
-        return _work(specs, runs_root, results_dir, threads)
+        return _work(specs, runs_root, results_dir, threads, twin_dirs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_work, specs, runs_root, results_dir, threads)
+        futures = [pool.submit(_work, specs, runs_root, results_dir, threads, twin_dirs)
                    for _ in range(jobs)]
         return [name for future in futures for name in future.result()]
 
@@ -154,7 +157,16 @@ def effective_config(values: Mapping) -> dict:
     method = get_method(values.get("method", "bits"))
     defaults = {"coding_rate_weight": method.coding_rate_weight,
                 "coding_rate_input": method.coding_rate_input}
+    if not values.get("reinit_every") and not values.get("reinit_at_start"):
+        values = {**values, **RESET_HANDLING}  # what a reset does cannot change a run without one
     return {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
+
+
+# The Config fields that say what a head reset does (besides drawing the new head), at the values
+# of the code that first had resets.
+RESET_HANDLING = {"teacher_head_policy": "copy", "reinit_optimizer_state": "clear",
+                  "reinit_warmup_steps": 0, "reinit_teacher_momentum": None,
+                  "reinit_catchup_steps": 0, "reinit_partial_period": True}
 
 
 def training_key(config: Mapping, ignore: Iterable[str] = ()) -> str:
@@ -171,31 +183,36 @@ def training_key(config: Mapping, ignore: Iterable[str] = ()) -> str:
                       sort_keys=True)
 
 
-def _reuse_twin(spec: StudyRun, runs_root, results_dir) -> bool:
+def _reuse_twin(spec: StudyRun, runs_root, results_dir, twin_dirs=()) -> bool:
     """Write `spec`'s result from a finished run of the same training config, if there is one.
 
-    The copy keeps the twin's records and evaluation and names it in `same_run_as`.
+    The copy keeps the twin's records and evaluation and names it in `same_run_as` (with its
+    study's folder when the twin is another study's).
     """
     if spec.kind != "train":
         return False
     key = training_key(spec.config(runs_root).to_dict())
-    for path in sorted(Path(results_dir).glob("*.json")):
+    for path in [p for d in (results_dir, *twin_dirs) for p in sorted(Path(d).glob("*.json"))]:
         twin = json.loads(path.read_text())
         if twin.get("kind") == "train" and training_key(twin["config"]) == key:
+            origin = twin.get("same_run_as", twin["name"])
+            if Path(path).parent != Path(results_dir):
+                origin = f"{Path(path).parent.name}/{origin}"
             copy = {**twin, **{k: v for k, v in asdict(spec).items()}, "name": spec.name,
-                    "same_run_as": twin.get("same_run_as", twin["name"])}
+                    "same_run_as": origin}
             (Path(results_dir) / f"{spec.name}.json").write_text(json.dumps(copy, indent=1)
                                                                 + "\n")
             return True
     return False
 
 
-def _work(specs: Sequence[StudyRun], runs_root, results_dir, threads: int) -> list[str]:
+def _work(specs: Sequence[StudyRun], runs_root, results_dir, threads: int,
+          twin_dirs=()) -> list[str]:
     done = []
     for spec in specs:
         result = Path(results_dir) / f"{spec.name}.json"
         claim = result.with_suffix(".claim")
-        if result.exists() or _reuse_twin(spec, runs_root, results_dir):
+        if result.exists() or _reuse_twin(spec, runs_root, results_dir, twin_dirs):
             continue
         try:
             os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))

@@ -6,7 +6,13 @@ import torch
 from discomm_lite.backbones import make_backbone
 from discomm_lite.choices import BACKBONES
 from discomm_lite.heads import DINOHead, ProjectionHead
-from discomm_lite.model import MultiCropModel, make_teacher, param_groups, reinit_head
+from discomm_lite.model import (
+    MultiCropModel,
+    make_teacher,
+    param_groups,
+    reinit_head,
+    upgrade_optimizer_state,
+)
 
 
 def _pair(n_bits=8):
@@ -53,7 +59,8 @@ def test_multicrop_groups_views_by_resolution():
 
 
 @pytest.mark.parametrize("policy", ["copy", "keep"])
-def test_reinit_changes_head_clears_state_and_follows_teacher_policy(policy):
+@pytest.mark.parametrize("clear", [True, False])
+def test_reinit_changes_head_handles_its_state_and_follows_teacher_policy(policy, clear):
     student, teacher = _pair()
     optimizer = torch.optim.AdamW(param_groups(student), lr=1e-2)
     views = [torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)]
@@ -62,15 +69,21 @@ def test_reinit_changes_head_clears_state_and_follows_teacher_policy(policy):
     student_head_before = {k: v.clone() for k, v in student.head.state_dict().items()}
     backbone_before = {k: v.clone() for k, v in student.backbone.state_dict().items()}
     assert all(p in optimizer.state for p in student.head.parameters())
+    moments_before = {p: {k: v.clone() for k, v in optimizer.state[p].items()}
+                      for p in student.head.parameters()}
 
-    reinit_head(student, teacher, optimizer, policy=policy, seed=5)
+    reinit_head(student, teacher, optimizer, policy=policy, seed=5, clear_optimizer_state=clear)
 
     weights = [k for k in student_head_before if k.endswith("weight")]
     assert all(not torch.equal(student.head.state_dict()[k], student_head_before[k])
                for k in weights)
     assert all(torch.all(student.head.state_dict()[k] == 0) for k in student_head_before
                if k.endswith("bias"))
-    assert not any(p in optimizer.state for p in student.head.parameters())
+    if clear:
+        assert not any(p in optimizer.state for p in student.head.parameters())
+    else:  # an in-place re-initialisation: the moments stay as the old head left them
+        for p, before in moments_before.items():
+            assert all(torch.equal(optimizer.state[p][k], v) for k, v in before.items())
     assert all(p in optimizer.state for p in student.backbone.parameters() if p.requires_grad)
     for k, v in student.backbone.state_dict().items():
         assert torch.equal(v, backbone_before[k])  # the backbone is untouched
@@ -80,7 +93,7 @@ def test_reinit_changes_head_clears_state_and_follows_teacher_policy(policy):
     # the new head is drawn from the init distribution: trunc normal, std 0.02
     w = student.head.mlp[2].weight
     assert w.std().item() == pytest.approx(0.02, rel=0.05) and w.abs().max() <= 2.0
-    _one_step(student, optimizer, views)  # training goes on with fresh Adam moments
+    _one_step(student, optimizer, views)  # training goes on, with fresh or kept Adam moments
 
 
 def test_reinit_is_reproducible_from_its_seed():
@@ -89,7 +102,7 @@ def test_reinit_is_reproducible_from_its_seed():
     for s, t in ((a, ta), (b, tb)):
         opt = torch.optim.AdamW(s.parameters())
         torch.manual_seed(123 if s is a else 456)  # global RNG state must not matter
-        reinit_head(s, t, opt, policy="copy", seed=9)
+        reinit_head(s, t, opt, policy="copy", seed=9, clear_optimizer_state=True)
     for k, v in a.head.state_dict().items():
         assert torch.equal(v, b.head.state_dict()[k])
 
@@ -129,12 +142,39 @@ def test_head_reset_clears_sync_batchnorm_statistics():
     assert torch.all(head.norm.running_mean == 0) and torch.all(head.norm.running_var == 1)
 
 
-def test_param_groups_exclude_biases_and_norms_from_decay():
+def test_param_groups_exclude_biases_and_norms_from_decay_and_set_the_head_apart():
     student, _ = _pair()
-    decay, no_decay = param_groups(student)
-    assert all(p.ndim > 1 for p in decay["params"])
-    assert all(p.ndim == 1 for p in no_decay["params"]) and no_decay["weight_decay"] == 0.0
-    assert len(decay["params"]) + len(no_decay["params"]) == len(list(student.parameters()))
+    groups = param_groups(student)
+    assert [(g["is_head"], g["apply_weight_decay"]) for g in groups] == [
+        (False, True), (False, False), (True, True), (True, False)]
+    for group in groups:
+        part = student.head if group["is_head"] else student.backbone
+        ids = {id(p) for p in part.parameters()}
+        assert all(id(p) in ids for p in group["params"])
+        if group["apply_weight_decay"]:
+            assert all(p.ndim > 1 for p in group["params"])
+        else:
+            assert all(p.ndim == 1 for p in group["params"]) and group["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == len(list(student.parameters()))
+
+
+def test_a_two_group_optimizer_state_is_rearranged_into_the_four_groups():
+    # What checkpoints written before the head had groups of its own hold: AdamW over DINO's two
+    # groups. Loaded into the four groups, each parameter must get its own moments back.
+    student, _ = _pair()
+    decay = [p for n, p in student.named_parameters() if p.ndim > 1 and not n.endswith(".bias")]
+    no_decay = [p for n, p in student.named_parameters() if p.ndim <= 1 or n.endswith(".bias")]
+    old = torch.optim.AdamW([{"params": decay, "apply_weight_decay": True},
+                             {"params": no_decay, "apply_weight_decay": False,
+                              "weight_decay": 0.0}], lr=1e-2)
+    _one_step(student, old, [torch.rand(4, 3, 32, 32), torch.rand(4, 3, 32, 32)])
+    new = torch.optim.AdamW(param_groups(student), lr=1e-2)
+    new.load_state_dict(upgrade_optimizer_state(old.state_dict(), student))
+    for p in student.parameters():
+        for key, value in old.state[p].items():
+            assert torch.equal(new.state[p][key], value)
+    assert [g["weight_decay"] for g in new.param_groups] == [0.01, 0.0, 0.01, 0.0]
+    assert upgrade_optimizer_state(new.state_dict(), student) == new.state_dict()
 
 
 @pytest.mark.parametrize("name", [n for n in BACKBONES if n in

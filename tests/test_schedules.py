@@ -38,3 +38,25 @@ def test_linear_then_constant(step, expected):
 def test_reinit_calendar(every, at_start, due):
     # The paper's BITS-reset: n = 10 in 100 epochs; "re-initialised once at the start" adapts.
     assert [e for e in range(31) if schedules.reinit_due(e, every, at_start)] == due
+
+
+@pytest.mark.parametrize("every,epochs,partial,due", [
+    (10, 100, False, [10, 20, 30, 40, 50, 60, 70, 80, 90]),  # the paper's: every period ends
+    (2, 5, True, [2, 4]), (2, 5, False, [2]), (1, 5, False, [1, 2, 3, 4]),
+    (3, 5, True, [3]), (3, 5, False, []), (4, 8, False, [4]),
+])
+def test_a_reset_whose_period_cannot_end_is_skipped_unless_asked(every, epochs, partial, due):
+    assert [e for e in range(epochs) if schedules.reinit_due(e, every, False, epochs,
+                                                             partial)] == due
+
+
+@pytest.mark.parametrize("every,at_start,epochs,partial", [
+    (0, False, 6, True), (0, True, 6, True), (2, False, 7, True), (2, False, 7, False),
+    (3, True, 10, False), (1, False, 4, True),
+])
+def test_last_reinit_epoch_is_the_calendars_latest_reset(every, at_start, epochs, partial):
+    for epoch in range(epochs):
+        due = [e for e in range(epoch + 1)
+               if schedules.reinit_due(e, every, at_start, epochs, partial)]
+        expected = due[-1] if due else None
+        assert schedules.last_reinit_epoch(epoch, every, at_start, epochs, partial) == expected

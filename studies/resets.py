@@ -1,0 +1,83 @@
+"""The head-reset study (issue 20): what a reset must do besides drawing the new head.
+
+    python studies/resets.py --list
+    DISCOMM_DATA=../shared/data python studies/resets.py --groups handling --jobs 2
+
+The CPU recipe study found resets harmful on cifar-toy (a reset every epoch cost 7 k-NN points);
+the paper finds them its best variant. Each group below tests one part of the mechanism: what the
+reset does to the head's AdamW moments and learning rate (handling), how the teacher head follows
+the new student head (catchup), which periods help and what happens at the end of a run (period),
+whether a longer run changes the verdict (scale), the tuning each method got (tuning), and the
+final comparison over 3 seeds. Each run's config, records and evaluation land in
+studies/results/resets/ as one JSON file (the runner and its rules are `cpu_recipe.py`'s: a run
+whose file exists is skipped; a run trained as one of cpu_recipe's is reused, not trained again).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from cpu_recipe import RESULTS as RECIPE_RESULTS
+from cpu_recipe import SEEDS, bits, verify
+
+from discomm_lite.study import StudyRun, run_study
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results" / "resets"
+# Runs around a reset log every step: the coding rate's fall and recovery take a few steps.
+EVERY_STEP = dict(log_every=1)
+# What the code did before this study: a fresh AdamW for the new head at the full lr, the teacher
+# head a copy of the new head that then follows at the schedule's momentum.
+AS_BEFORE = dict(reinit_optimizer_state="clear", reinit_warmup_steps=0,
+                 reinit_teacher_momentum=None, reinit_catchup_steps=0, reinit_partial_period=True)
+HANDLINGS = {
+    "as before (AdamW state cleared)": AS_BEFORE,
+    "AdamW state kept": {**AS_BEFORE, "reinit_optimizer_state": "keep"},
+    "state cleared, head lr warm-up 10 steps": {**AS_BEFORE, "reinit_warmup_steps": 10},
+    "state kept, teacher head catch-up (momentum 0.9, 39 steps)": {
+        **AS_BEFORE, "reinit_optimizer_state": "keep", "reinit_teacher_momentum": 0.9,
+        "reinit_catchup_steps": 39},
+}
+
+
+def handling() -> list[StudyRun]:
+    """A reset every epoch, the optimizer's state and the teacher head handled four ways."""
+    return [StudyRun("handling", name, "cifar-toy",
+                     bits(reinit_every=1, **changes, **EVERY_STEP), seed=seed)
+            for name, changes in HANDLINGS.items() for seed in SEEDS[:2]]
+
+
+GROUPS = {"handling": handling}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--groups", nargs="+", default=["all"])
+    parser.add_argument("--runs-root", default=str(HERE.parent / "runs" / "resets"))
+    parser.add_argument("--results", default=str(RESULTS))
+    parser.add_argument("--jobs", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--match", nargs="+", default=[], help="keep specs whose name has one")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--verify", action="store_true",
+                        help="check that every result's config is what its spec builds today")
+    args = parser.parse_args()
+    groups = list(GROUPS) if args.groups == ["all"] else args.groups
+    specs = [spec for group in groups for spec in GROUPS[group]()]
+    if args.match:
+        specs = [s for s in specs if any(m in s.name for m in args.match)]
+    if args.list:
+        for spec in specs:
+            print(spec.name, spec.overrides)
+        return
+    if args.verify:
+        verify(specs, args.runs_root, args.results)
+        return
+    run_study(specs, args.runs_root, args.results, jobs=args.jobs, threads=args.threads,
+              twin_dirs=[RECIPE_RESULTS])
+
+
+if __name__ == "__main__":
+    main()
