@@ -21,19 +21,20 @@ import torch
 from torch import Tensor
 from torch.utils import flop_counter
 
-from discomm_lite.augment import make_views
 from discomm_lite.choices import BACKBONES
 from discomm_lite.config import Config, make_config
-from discomm_lite.pipeline import FolderViews, InMemoryViews
-from discomm_lite.step import (
+from discomm_lite.config.view_spec import view_spec_from_config
+from discomm_lite.method import Method, get_method
+from discomm_lite.training.setup import (
     Forwards,
-    StepSchedule,
     TrainState,
     build_state,
     make_forwards,
     resolve_precision,
 )
-from discomm_lite.view_spec import view_spec_from_config
+from discomm_lite.training.step import StepSchedule
+from discomm_lite.views.augment import make_views
+from discomm_lite.views.pipeline import FolderViews, InMemoryViews
 
 # ---- the cases -------------------------------------------------------------------------------
 # Each case is a preset with overrides and its default batch; the views are the preset's.
@@ -123,9 +124,10 @@ def describe(device: torch.device, config: Config) -> str:
 # ---- the training step -----------------------------------------------------------------------
 @dataclass
 class StepSetup:
-    """What `train_step` needs, built as `engine.train` builds it (`discomm_lite.step`)."""
+    """What `train_step` needs, built as `engine.train` builds it (`discomm_lite.training.step`)."""
 
     config: Config
+    method: Method
     state: TrainState
     forward: Forwards
     schedule: StepSchedule
@@ -133,8 +135,9 @@ class StepSetup:
 
 def make_step_setup(config: Config, device: torch.device, steps_per_epoch: int = 100
                     ) -> StepSetup:
-    state = build_state(config, device)
-    return StepSetup(config, state, make_forwards(state, config, device),
+    method = get_method(config.method)
+    state = build_state(config, method, device)
+    return StepSetup(config, method, state, make_forwards(state, config, device),
                      StepSchedule.from_config(config, steps_per_epoch))
 
 

@@ -40,10 +40,10 @@ from common import (
 
 from discomm_lite.config import make_config
 from discomm_lite.data import DatasetNotFoundError, ImageTensorDataset, resolve_data_root
-from discomm_lite.evaluate import evaluate_knn
-from discomm_lite.features import extract_features
-from discomm_lite.pipeline import load_splits, make_train_views
-from discomm_lite.step import train_step
+from discomm_lite.evaluation.features import extract_features
+from discomm_lite.evaluation.metrics import evaluate_knn
+from discomm_lite.training.step import train_step
+from discomm_lite.views.pipeline import load_splits, make_train_views
 
 # preset: (what it is for, {method: runs of it in the notebook}, target seconds for them all)
 PRESETS = {
@@ -92,8 +92,8 @@ def run_preset(name: str, args: argparse.Namespace) -> list | None:
     stream = endless(batches)
 
     def step_of(setup):
-        return lambda: train_step(setup.state, next(stream), setup.config, setup.forward,
-                                  setup.schedule)
+        return lambda: train_step(setup.state, next(stream), setup.config, setup.method,
+                                  setup.forward, setup.schedule)
 
     times = time_side_by_side({m: step_of(s) for m, s in setups.items()}, torch.device("cpu"),
                               steps=args.steps, warmup=args.warmup, repeats=args.repeats)

@@ -47,10 +47,10 @@ from torch import Tensor
 
 from discomm_lite.config import Config
 from discomm_lite.data import default_num_workers, load_dataset
+from discomm_lite.data.folders import write_image_folder
 from discomm_lite.data.synthetic import make_synthetic
-from discomm_lite.notebook import write_image_folder
-from discomm_lite.pipeline import make_train_views
-from discomm_lite.step import train_step
+from discomm_lite.training.step import train_step
+from discomm_lite.views.pipeline import make_train_views
 
 TARGET_RATIO = 3.0
 
@@ -84,9 +84,10 @@ def in_memory(args: argparse.Namespace, device: torch.device) -> None:
     fns = {
         "pipeline: InMemoryViews": lambda: next(stream),
         f"step: train_step, {args.backbone_a}": lambda: train_step(
-            setup.state, fixed, config, setup.forward, setup.schedule),
+            setup.state, fixed, config, setup.method, setup.forward, setup.schedule),
         "pipeline + step": lambda: train_step(
-            setup.state, next(stream), config, setup.forward, setup.schedule),
+            setup.state, next(stream), config, setup.method, setup.forward,
+            setup.schedule),
     }
     times = time_side_by_side(fns, device, steps=args.steps, warmup=args.warmup,
                               repeats=args.repeats)
@@ -143,7 +144,7 @@ def from_folder(args: argparse.Namespace, device: torch.device) -> None:
         setup = make_step_setup(config, device, batches.steps_per_epoch)
 
         def step(views):
-            train_step(setup.state, views, config, setup.forward, setup.schedule)
+            train_step(setup.state, views, config, setup.method, setup.forward, setup.schedule)
 
         step_ms = time_side_by_side({"step": lambda: step(fixed)}, device, steps=args.steps,
                                     warmup=args.warmup, repeats=args.repeats)["step"].ms

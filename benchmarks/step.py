@@ -49,8 +49,9 @@ from common import (
 )
 from torch import Tensor, nn
 
-from discomm_lite.model import MultiCropModel
-from discomm_lite.step import Forwards, train_step
+from discomm_lite.models.model import MultiCropModel
+from discomm_lite.training.setup import Forwards
+from discomm_lite.training.step import train_step
 
 OWN_COST_TARGET = 5.0  # % of the step
 
@@ -69,7 +70,7 @@ def measured_functions(setup: StepSetup, views: list[Tensor], forward: Forwards,
                               enabled=state.autocast_dtype is not None)
 
     def step():
-        train_step(state, views, config, forward, setup.schedule)
+        train_step(state, views, config, setup.method, forward, setup.schedule)
 
     def backward_of(model) -> None:
         state.optimizer.zero_grad(set_to_none=True)

@@ -11,8 +11,10 @@ __all__ = ["PRESETS", "Config", "evaluate_checkpoint", "load_backbone", "load_mo
            "make_config", "train"]
 
 # Imported on first use: `import discomm_lite` and the Config stay free of torch.
-_LAZY = {"train": "discomm_lite.engine", "evaluate_checkpoint": "discomm_lite.suite",
-         "load_backbone": "discomm_lite.checkpoint", "load_model": "discomm_lite.checkpoint"}
+_LAZY = {"train": "discomm_lite.api",
+         "evaluate_checkpoint": "discomm_lite.evaluation.suite",
+         "load_backbone": "discomm_lite.training.checkpoint",
+         "load_model": "discomm_lite.training.checkpoint"}
 
 
 def __getattr__(name: str):

@@ -2,7 +2,7 @@
 
 The Config validates against these lists and the modules that use a value (the data loaders, the
 backbone factory, the losses) check against the same ones, without the Config importing those
-heavy modules. The method names are the registry's (`discomm_lite.methods`).
+heavy modules. The method names are the registry's (`discomm_lite.method`).
 """
 
 from __future__ import annotations

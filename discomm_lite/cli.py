@@ -19,8 +19,15 @@ import sys
 import traceback
 import warnings
 
-from discomm_lite import runlog
-from discomm_lite.config import PRESETS, Config, field_types, make_config, optional_fields
+from discomm_lite.config import (
+    PRESETS,
+    Config,
+    field_types,
+    make_config,
+    method_settings,
+    optional_fields,
+)
+from discomm_lite.training import runlog
 
 EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
 
@@ -170,11 +177,16 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt as e:  # SIGINT: train saved its checkpoint first
             print(f"interrupted: {str(e) or 'stopped by SIGINT'}", file=sys.stderr)
             return 130
-        except SystemExit as e:  # SIGTERM before the training loop (monitor.sigterm_raises)
-            if e.code == 128 + signal.SIGTERM:
-                print("interrupted: stopped by SIGTERM before training started (an earlier "
-                      "checkpoint of the run is intact)", file=sys.stderr)
-            raise
+        except SystemExit as e:
+            # SIGTERM: training.monitor.RunInterrupted once the loop ran (its checkpoint saved),
+            # a bare SystemExit(143) before it (monitor.sigterm_raises)
+            if e.code != 128 + signal.SIGTERM:
+                raise
+            message = str(e) if str(e) != str(e.code) else (
+                "stopped by SIGTERM before training started (an earlier checkpoint of the run "
+                "is intact)")
+            print(f"interrupted: {message}", file=sys.stderr)
+            return e.code
         except Exception as e:
             if args.debug:
                 traceback.print_exc()
@@ -185,23 +197,21 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from discomm_lite import distributed
-        from discomm_lite.engine import train
+        from discomm_lite.api import train
 
-        config = make_config(args.preset, **_overrides(args), out_dir=args.out)
+        overrides = _overrides(args)
+        config = make_config(args.preset, **overrides, out_dir=args.out)
+        _say_method_settings(args.preset, overrides)
         try:
             run = train(config, max_steps=args.max_steps)
             main_process = distributed.is_main_process()
         finally:
             distributed.shutdown()
-        if run.interrupted:  # SIGTERM: a checkpoint, an "interrupted" record, not the JSON
-            if main_process:
-                print(f"interrupted: {run.last('interrupted')['message']}", file=sys.stderr)
-            return 128 + run.stop_signal
         if main_process:
             print(json.dumps({"out_dir": config.out_dir,
                               "final_eval": runlog.last(run.records, "eval")}))
     elif args.command == "evaluate":
-        from discomm_lite.suite import evaluate_checkpoint
+        from discomm_lite.evaluation.suite import evaluate_checkpoint
 
         result = evaluate_checkpoint(
             args.checkpoint, dataset=args.dataset, data_root=args.data_root,
@@ -210,7 +220,7 @@ def _run(args: argparse.Namespace) -> int:
             retrieval_root=args.retrieval_root, dino_linear_epochs=args.dino_linear_epochs)
         print(json.dumps(result, indent=2))
     elif args.command == "sweep":
-        from discomm_lite.sweep import run_sweep
+        from discomm_lite.teach.sweep import run_sweep
 
         fixed = {n: parse_value(n, v) for n, v in args.parameter}
         results = run_sweep(args.notebook, parse_grid(args.grid), args.out,
@@ -225,6 +235,19 @@ def _run(args: argparse.Namespace) -> int:
         for name, values in PRESETS.items():
             print(f"{name}: {json.dumps(values)}")
     return 0
+
+
+def _say_method_settings(preset: str | None, overrides: dict) -> None:
+    """Tell which of a preset's per-method settings `--method` brought (stderr, one line)."""
+    if preset is None or "method" not in overrides:
+        return
+    applied = {k: v for k, v in method_settings(preset, overrides["method"]).items()
+               if k != "method" and k not in overrides}
+    if applied:
+        listed = ", ".join(f"{k}={v!r}" for k, v in applied.items())
+        print(f"note: preset {preset} with method {overrides['method']}: applied that method's "
+              f"own settings {listed} (presets.METHOD_SETTINGS; give an option to override one)",
+              file=sys.stderr)
 
 
 def _message(error: Exception) -> str:

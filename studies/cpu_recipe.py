@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 from discomm_lite.config import method_settings
-from discomm_lite.study import StudyRun, load_results, run_study, training_key
+from discomm_lite.teach.study import StudyRun, load_results, run_study, training_key
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cpu_recipe"

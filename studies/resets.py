@@ -21,7 +21,7 @@ from pathlib import Path
 from cpu_recipe import RESULTS as RECIPE_RESULTS
 from cpu_recipe import SEEDS, bits, verify
 
-from discomm_lite.study import StudyRun, run_study
+from discomm_lite.teach.study import StudyRun, run_study
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "resets"
@@ -38,6 +38,10 @@ HANDLINGS = {
     "state kept, teacher head catch-up (momentum 0.9, 39 steps)": {
         **AS_BEFORE, "reinit_optimizer_state": "keep", "reinit_teacher_momentum": 0.9,
         "reinit_catchup_steps": 39},
+    # The run's own start: a fresh head whose lr ramps up over the first epoch (39 steps).
+    "state cleared, head lr warm-up 39 steps": {**AS_BEFORE, "reinit_warmup_steps": 39},
+    "state kept, head lr warm-up 39 steps": {
+        **AS_BEFORE, "reinit_optimizer_state": "keep", "reinit_warmup_steps": 39},
 }
 
 

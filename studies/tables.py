@@ -15,8 +15,8 @@ import re
 import sys
 from pathlib import Path
 
-from discomm_lite.notebook import markdown_table
-from discomm_lite.study import load_results, mean_std, metric, over_seeds, summarize
+from discomm_lite.teach.study import load_results, mean_std, metric, over_seeds, summarize
+from discomm_lite.teach.tables import markdown_table
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cpu_recipe"
@@ -138,7 +138,7 @@ def tuning_table(results: list[dict]) -> str:
 
 def slow_start_figure(results: list[dict]) -> Path | None:
     """BCE and bit agreement of the slow-start runs, step by step (studies/figures)."""
-    from discomm_lite.plots import plot_metrics
+    from discomm_lite.viz.plots import plot_metrics
 
     runs = [r for r in results if r["group"] == "slow_start"]
     if not runs:

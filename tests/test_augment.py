@@ -17,9 +17,10 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torchvision.transforms import v2
 
-from discomm_lite.augment import apply_view, make_views, sample_crop_boxes, sample_view_params
-from discomm_lite.multicrop import MultiCropTransform
-from discomm_lite.pixel_ops import (
+from discomm_lite.config.view_spec import CropSpec, ViewSpec, blur_kernel_size
+from discomm_lite.views.augment import apply_view, make_views, sample_crop_boxes, sample_view_params
+from discomm_lite.views.multicrop import MultiCropTransform
+from discomm_lite.views.pixel_ops import (
     adjust_brightness,
     adjust_contrast,
     adjust_hue,
@@ -32,7 +33,6 @@ from discomm_lite.pixel_ops import (
     resized_crops,
     solarize,
 )
-from discomm_lite.view_spec import CropSpec, ViewSpec, blur_kernel_size
 
 ATOL = 1e-5
 

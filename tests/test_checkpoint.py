@@ -10,13 +10,17 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from discomm_lite import load_backbone, load_model
-from discomm_lite.checkpoint import (
+from discomm_lite.api import train
+from discomm_lite.config import Config, make_config
+from discomm_lite.models.model import make_model
+from discomm_lite.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
     non_finite_tensors,
@@ -24,8 +28,6 @@ from discomm_lite.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from discomm_lite.config import Config, make_config
-from discomm_lite.engine import train
 
 PAYLOAD = {"config": {}, "student": {}, "teacher": {}, "optimizer": {}, "step": 3, "epoch": 0,
            "rng": {}}
@@ -36,7 +38,7 @@ def test_kill_during_write_leaves_the_previous_checkpoint_intact(tmp_path):
     save_checkpoint(path, {**PAYLOAD, "step": 1})
     writer = textwrap.dedent(f"""
         import torch
-        from discomm_lite.checkpoint import save_checkpoint
+        from discomm_lite.training.checkpoint import save_checkpoint
         big = torch.randn(64, 1024, 1024)  # 256 MB: a write that takes a while
         step = 2
         while True:
@@ -109,31 +111,33 @@ def test_checkpoint_older_than_the_new_fields_resumes_where_it_would_run_the_sam
         load_checkpoint(path, config.replace(redraw_factors="colour"))
 
 
-def test_load_backbone_extracts_the_teachers_features(tmp_path):
-    config = make_config("synthetic-toy", train_subset=128, batch_size=64, epochs=1,
-                         eval_every=0, n_bits=8, head_hidden_dim=32, out_dir=str(tmp_path))
-    run = train(config, progress=False)
-    backbone = load_backbone(tmp_path / "checkpoint.pt")
+def _rebuilt(path: Path, which: str) -> torch.nn.Module:
+    """The checkpoint's model rebuilt by hand, not by `load_model`: a reference for it."""
+    payload = torch.load(path, weights_only=True)
+    model = make_model(Config.from_dict(payload["config"]))
+    model.load_state_dict(payload[which])
+    return model
+
+
+def test_load_backbone_extracts_the_teachers_features(trained_checkpoint):
+    backbone = load_backbone(trained_checkpoint)
     assert not backbone.training
     images = torch.rand(5, 3, 32, 32)
-    run.teacher.backbone.eval()
+    reference = _rebuilt(trained_checkpoint, "teacher").backbone.eval()
     with torch.no_grad():
-        expected = run.teacher.backbone(images)
+        expected = reference(images)
         got = backbone(images)
     assert got.shape == (5, backbone.num_features)
     torch.testing.assert_close(got, expected)
 
 
-def test_load_model_rebuilds_either_model_without_moving_the_rng(tmp_path):
-    config = make_config("synthetic-toy", train_subset=128, batch_size=64, epochs=1,
-                         eval_every=0, n_bits=8, head_hidden_dim=32, out_dir=str(tmp_path))
-    run = train(config, progress=False)
-    path = tmp_path / "checkpoint.pt"
+def test_load_model_rebuilds_either_model_without_moving_the_rng(trained_checkpoint):
+    path = trained_checkpoint
     rng = torch.get_rng_state()
     teacher, student = load_model(path), load_model(load_checkpoint(path), "student")
     assert torch.equal(torch.get_rng_state(), rng)
-    for rebuilt, trained in ((teacher, run.teacher), (student, run.student)):
-        state = trained.state_dict()
+    for rebuilt, which in ((teacher, "teacher"), (student, "student")):
+        state = _rebuilt(path, which).state_dict()
         assert rebuilt.state_dict().keys() == state.keys()
         assert all(torch.equal(v, state[k]) for k, v in rebuilt.state_dict().items())
     assert not torch.equal(teacher.head.mlp[0].weight, student.head.mlp[0].weight)
@@ -171,7 +175,7 @@ def write_crafted(path, marker, kind):
 def test_a_crafted_pickle_is_refused_by_every_load_path_and_runs_nothing(tmp_path, kind, loader,
                                                                         capsys):
     from discomm_lite.cli import main
-    from discomm_lite.suite import evaluate_checkpoint
+    from discomm_lite.evaluation.suite import evaluate_checkpoint
 
     marker = tmp_path / "MARKER"
     run_dir = tmp_path / "run"
@@ -209,6 +213,7 @@ def test_a_plain_pickle_of_data_is_named_as_such(tmp_path):
         load_checkpoint(path)
 
 
+@pytest.mark.slow
 def test_checkpoints_hold_tensors_and_plain_values_only(tmp_path):
     config = make_config("synthetic-toy", method="dino", train_subset=128, batch_size=64,
                          epochs=1, eval_every=0, n_bits=8, head_hidden_dim=32,
@@ -217,7 +222,7 @@ def test_checkpoints_hold_tensors_and_plain_values_only(tmp_path):
     path = tmp_path / "checkpoint.pt"
     assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
     payload = torch.load(path, weights_only=True)  # torch's own tensors-only reader
-    assert payload["format_version"] == 2 and payload["center"].shape == (1, 4096)
+    assert payload["format_version"] == 2 and payload["method_state"]["center"].shape == (1, 4096)
 
 
 def _draws():
@@ -260,12 +265,9 @@ def test_a_future_format_is_refused(tmp_path):
         load_checkpoint(path)
 
 
-def test_a_checkpoint_with_non_finite_weights_is_not_evaluated(tmp_path):
-    config = make_config("synthetic-toy", train_subset=128, batch_size=64, epochs=1,
-                         eval_every=0, n_bits=8, head_hidden_dim=32, out_dir=str(tmp_path))
-    train(config, progress=False)
+def test_a_checkpoint_with_non_finite_weights_is_not_evaluated(tmp_path, trained_checkpoint):
     path = tmp_path / "checkpoint.pt"
-    payload = load_checkpoint(path)
+    payload = load_checkpoint(trained_checkpoint)
     payload["teacher"]["head.norm.running_var"][3] = float("inf")  # saved before issue 15
     save_checkpoint(path, payload)
     with pytest.raises(CheckpointError, match=r"teacher's head.norm.running_var holds NaN or inf"):

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from discomm_lite import checkpoint, step, suite
+from discomm_lite.api import train
 from discomm_lite.cli import build_parser, main
 from discomm_lite.config import make_config
-from discomm_lite.engine import train
+from discomm_lite.evaluation import suite
+from discomm_lite.method import losses
+from discomm_lite.training import checkpoint
 
 TINY = ["--preset", "synthetic-toy", "--train_subset", "128", "--test_subset", "64",
         "--batch_size", "64", "--n_bits", "8", "--head_hidden_dim", "16", "--epochs", "1",
@@ -103,13 +105,13 @@ def test_a_device_that_does_not_exist_is_a_message(trained, device, message, cap
 @pytest.mark.slow
 def test_library_errors_are_one_line_and_debug_shows_the_traceback(tmp_path, capsys,
                                                                    monkeypatch):
-    real = step.compute_loss
+    real = losses.bits_loss
 
     def nan_loss(*args, **kwargs):
         loss, parts = real(*args, **kwargs)
         return loss * float("nan"), parts
 
-    monkeypatch.setattr(step, "compute_loss", nan_loss)
+    monkeypatch.setattr(losses, "bits_loss", nan_loss)
     argv = ["train", "--out", str(tmp_path / "run"), *TINY, "--log_every", "1"]
     status, out, err = run_cli(argv, capsys)
     assert status == 1 and out == ""
@@ -155,6 +157,7 @@ def test_paths_are_expanded(tmp_path, monkeypatch):
 # ---- evaluate: one file per evaluation, written atomically, printed when it cannot be ---------
 
 
+@pytest.mark.slow
 def test_evaluations_with_other_options_go_to_files_of_their_own(trained, capsys):
     default = trained.with_suffix(".eval.json")
     subsets = trained.with_suffix(".eval-train_subset=64,test_subset=32,retrieval_k=5.json")
@@ -181,6 +184,7 @@ def test_evaluations_with_other_options_go_to_files_of_their_own(trained, capsys
     assert beside["options"]["data_root"] == str(trained.parent)
 
 
+@pytest.mark.slow
 def test_an_evaluation_that_cannot_be_written_is_printed_with_a_warning(trained, capsys,
                                                                         monkeypatch):
     def read_only(path, write):

@@ -12,7 +12,7 @@ from discomm_lite.config import (
     field_names,
     make_config,
 )
-from discomm_lite.config_checks import BaselineResetWarning
+from discomm_lite.config.checks import BaselineResetWarning
 
 BAD_VALUES = [
     ("n_bits", 0, ">= 1"),
@@ -125,7 +125,7 @@ def test_toy_presets_follow_each_methods_own_conventions():
 
 def test_method_settings_turn_a_preset_into_another_methods_run():
     from discomm_lite.config import method_settings
-    from discomm_lite.presets import METHOD_SETTINGS
+    from discomm_lite.config.presets import METHOD_SETTINGS
 
     base = make_config("cifar-toy")
     for method, settings in METHOD_SETTINGS["cifar-toy"].items():

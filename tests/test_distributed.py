@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from discomm_lite import losses
-from discomm_lite.runlock import LOCK_FILE, RunLock
+from discomm_lite.method import coding_rate as rate_maths
+from discomm_lite.method import losses
+from discomm_lite.training.runlock import LOCK_FILE, RunLock
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -20,7 +21,9 @@ pytestmark = pytest.mark.distributed
 
 WORKER = textwrap.dedent("""
     import os, sys, torch, torch.distributed as dist
-    from discomm_lite import distributed, losses
+    from discomm_lite import distributed
+    from discomm_lite.method import coding_rate as rate_maths
+    from discomm_lite.method import dino, losses
     distributed.setup_from_env("cpu")
     rank, world = dist.get_rank(), dist.get_world_size()
     # The losses must not read the device (no host sync): a .item() anywhere in them fails here.
@@ -32,14 +35,14 @@ WORKER = textwrap.dedent("""
     teacher = [torch.randn(8, 16, generator=g) * 2 for _ in range(2)]
     local = [s[rank * 4:(rank + 1) * 4].clone().requires_grad_(True) for s in student]
     local_t = [t[rank * 4:(rank + 1) * 4] for t in teacher]
-    rate = losses.coding_rate(local[0], 0.05)
+    rate = rate_maths.coding_rate(local[0], 0.05)
     loss, parts = losses.bits_loss(local, local_t, coding_rate_weight=0.3)
     simdino, _ = losses.simdino_loss(local, local_t)
-    center = losses.update_center(torch.zeros(1, 16), local_t, momentum=0.5)
+    center = dino.update_center(torch.zeros(1, 16), local_t, momentum=0.5)
     loss.backward()
     # SimDINO's default --reduce_cov 0: this process's Gram matrix, the global N in the scalar.
     own = local[0].detach().clone().requires_grad_(True)
-    own_rate = losses.coding_rate(own, 0.05, scope="per_process")
+    own_rate = rate_maths.coding_rate(own, 0.05, scope="per_process")
     own_rate.backward()
     torch.Tensor.item = item
     # Each process's loss covers its half of the batch; their mean is the global loss.
@@ -91,7 +94,7 @@ def test_coding_rate_and_bits_loss_equal_single_process_on_global_batch(two_proc
     g = torch.Generator().manual_seed(0)
     student = [(torch.randn(8, 16, generator=g) * 2).requires_grad_(True) for _ in range(3)]
     teacher = [torch.randn(8, 16, generator=g) * 2 for _ in range(2)]
-    rate = losses.coding_rate(student[0], 0.05)
+    rate = rate_maths.coding_rate(student[0], 0.05)
     loss, _ = losses.bits_loss(student, teacher, coding_rate_weight=0.3)
     simdino, _ = losses.simdino_loss(student, teacher)
     loss.backward()

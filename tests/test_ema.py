@@ -5,7 +5,7 @@ import copy
 import torch
 from torch import nn
 
-from discomm_lite.ema import ema_update
+from discomm_lite.training.ema import ema_update
 
 
 def _pair():

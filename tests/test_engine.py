@@ -15,16 +15,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from discomm_lite import engine, step
+from discomm_lite.api import train
 from discomm_lite.config import make_config
-from discomm_lite.engine import (
+from discomm_lite.method import get_method, losses
+from discomm_lite.training import engine, optim, setup
+from discomm_lite.training.engine import (
     ChannelCollapseWarning,
     NonFiniteLossError,
     NonFiniteStateError,
-    RunFolderError,
     RunFolderLocked,
-    train,
 )
+from discomm_lite.training.start import RunFolderError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,6 +44,7 @@ def records(run_dir, kind=None):
     return [r for r in out if kind is None or r["kind"] == kind]
 
 
+@pytest.mark.slow
 def test_cli_smoke_fit_writes_config_metrics_checkpoint(tmp_path):
     out = tmp_path / "cli"
     started = time.perf_counter()
@@ -66,6 +68,7 @@ def test_cli_smoke_fit_writes_config_metrics_checkpoint(tmp_path):
     assert final["final_eval"]["step"] == 16
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_trajectory(tmp_path):
     # Uninterrupted: 3 epochs, head re-init every epoch, teacher head kept as EMA.
     changes = dict(reinit_every=1, teacher_head_policy="keep", eval_every=0)
@@ -89,6 +92,7 @@ def test_resume_continues_the_same_trajectory(tmp_path):
             assert r["loss"] == a[r["step"]]["loss"]
 
 
+@pytest.mark.slow
 def test_a_crash_after_a_head_reset_resumes_with_the_same_records(tmp_path):
     changes = dict(reinit_every=1, eval_every=0, checkpoint_every=1)
     full = train(tiny_config(tmp_path / "a", **changes), progress=False)
@@ -111,6 +115,7 @@ def test_a_crash_after_a_head_reset_resumes_with_the_same_records(tmp_path):
         assert torch.equal(v, resumed.teacher.state_dict()[k]), k
 
 
+@pytest.mark.slow
 def test_finished_run_is_returned_without_training(tmp_path):
     config = tiny_config(tmp_path, epochs=1, eval_every=0)
     first = train(config, progress=False)
@@ -120,6 +125,7 @@ def test_finished_run_is_returned_without_training(tmp_path):
         assert torch.equal(v, again.teacher.state_dict()[k])
 
 
+@pytest.mark.slow
 def test_resume_with_another_config_is_refused(tmp_path):
     train(tiny_config(tmp_path, epochs=1, eval_every=0), progress=False)
     with pytest.raises(Exception, match="n_bits: checkpoint 16 vs now 32"):
@@ -259,9 +265,10 @@ def test_a_non_finite_buffer_is_never_saved(tmp_path, monkeypatch):
     assert [r["step"] for r in records(config.out_dir, "train")][-1] == 16  # its steps logged
 
 
+@pytest.mark.slow
 def test_injected_nan_stops_with_step_and_parts_and_keeps_last_checkpoint(tmp_path, monkeypatch):
     config = tiny_config(tmp_path, epochs=3, eval_every=0, log_every=1)
-    real = step.compute_loss
+    real = losses.bits_loss
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -271,7 +278,7 @@ def test_injected_nan_stops_with_step_and_parts_and_keeps_last_checkpoint(tmp_pa
             loss = loss * float("nan")
         return loss, parts
 
-    monkeypatch.setattr(step, "compute_loss", poisoned)
+    monkeypatch.setattr(losses, "bits_loss", poisoned)
     with pytest.raises(NonFiniteLossError) as info:
         train(config, progress=False)
     assert "step 11" in str(info.value) and "coding_rate" in str(info.value)
@@ -281,8 +288,9 @@ def test_injected_nan_stops_with_step_and_parts_and_keeps_last_checkpoint(tmp_pa
                if v.is_floating_point())
 
 
+@pytest.mark.slow
 def test_forced_collapse_is_detected_with_numbers(tmp_path, monkeypatch):
-    from discomm_lite import model as model_module
+    from discomm_lite.models import model as model_module
 
     real_head = model_module.make_head
 
@@ -314,7 +322,7 @@ def test_bad_run_inputs_fail_before_training_with_a_clear_message(tmp_path, chan
 
 
 def test_batch_must_split_over_processes():
-    from discomm_lite.pipeline import check_batch
+    from discomm_lite.views.pipeline import check_batch
 
     with pytest.raises(ValueError, match="multiple of the number of processes"):
         check_batch(1000, batch_size=6, world_size=4)
@@ -322,6 +330,7 @@ def test_batch_must_split_over_processes():
         check_batch(1000, batch_size=4, world_size=8)
 
 
+@pytest.mark.slow
 def test_cli_evaluate_writes_the_suite_json(tmp_path):
     train(tiny_config(tmp_path, epochs=1, eval_every=0), progress=False)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
@@ -339,6 +348,7 @@ def test_cli_evaluate_writes_the_suite_json(tmp_path):
     assert "linear_dino_top1" not in written
 
 
+@pytest.mark.slow
 def test_cli_evaluate_with_a_retrieval_split_and_dinos_probe(tmp_path):
     train(tiny_config(tmp_path, epochs=1, eval_every=0), progress=False)
     checkpoint = tmp_path / "run" / "checkpoint.pt"
@@ -392,7 +402,7 @@ def _parameters_with_grads(seed):
 def test_per_parameter_clipping_equals_dinos_loop(clip):
     params, reference = _parameters_with_grads(0), _parameters_with_grads(0)
     before = torch.linalg.vector_norm(torch.cat([p.grad.flatten() for p in params[:3]]))
-    norm = step.clip_gradients(params, clip, "per_param")
+    norm = optim.clip_gradients(params, clip, "per_param")
     _dino_clip_gradients(reference, clip)
     for p, r in zip(params, reference, strict=True):
         if r.grad is None:
@@ -410,17 +420,17 @@ def test_per_parameter_clipping_equals_dinos_loop(clip):
 
 def test_global_clipping_is_torchs_and_zero_leaves_gradients():
     params, reference = _parameters_with_grads(1), _parameters_with_grads(1)
-    norm = step.clip_gradients(params, 1.0, "global")
+    norm = optim.clip_gradients(params, 1.0, "global")
     expected = torch.nn.utils.clip_grad_norm_(reference, 1.0)
     torch.testing.assert_close(norm, expected)
     for p, r in zip(params[:3], reference[:3], strict=True):
         assert torch.equal(p.grad, r.grad)
     untouched = _parameters_with_grads(1)
-    step.clip_gradients(untouched, 0.0, "per_param")
+    optim.clip_gradients(untouched, 0.0, "per_param")
     for p, r in zip(untouched[:3], _parameters_with_grads(1)[:3], strict=True):
         assert torch.equal(p.grad, r.grad)
     with pytest.raises(ValueError, match="per_param"):
-        step.clip_gradients(params, 1.0, "layerwise")
+        optim.clip_gradients(params, 1.0, "layerwise")
 
 
 def _weights(module):
@@ -428,6 +438,7 @@ def _weights(module):
     return {k: v.detach().clone() for k, v in module.named_parameters()}
 
 
+@pytest.mark.slow
 def test_pretrained_head_is_loaded_unless_reinit_at_start(tmp_path):
     source = train(tiny_config(tmp_path / "source", epochs=1, eval_every=0), progress=False)
     checkpoint = str(tmp_path / "source" / "run" / "checkpoint.pt")
@@ -451,21 +462,24 @@ def test_pretrained_head_is_loaded_unless_reinit_at_start(tmp_path):
         assert torch.equal(v, _weights(source.teacher.backbone)[k]), k
 
 
+@pytest.mark.slow
 def test_pretrained_head_of_another_shape_needs_reinit_at_start(tmp_path):
     train(tiny_config(tmp_path / "source", epochs=1, eval_every=0), progress=False)
     checkpoint = str(tmp_path / "source" / "run" / "checkpoint.pt")
     config = tiny_config(tmp_path / "other", pretrained=checkpoint, n_bits=32, eval_every=0)
     with pytest.raises(ValueError, match=r"mlp\.4\.weight.*n_bits=16.*reinit_at_start=True"):
-        step.build_state(config, torch.device("cpu"))
-    step.build_state(config.replace(reinit_at_start=True), torch.device("cpu"))
+        setup.build_state(config, get_method(config.method), torch.device("cpu"))
+    setup.build_state(config.replace(reinit_at_start=True), get_method(config.method),
+                      torch.device("cpu"))
 
 
+@pytest.mark.slow
 def test_pretrained_dino_run_continues_with_its_center(tmp_path):
     dino = dict(method="dino", n_prototypes=32, head_bottleneck_dim=16, eval_every=0, epochs=1)
     train(tiny_config(tmp_path / "source", **dino), progress=False)
     checkpoint = tmp_path / "source" / "run" / "checkpoint.pt"
-    saved = torch.load(checkpoint, weights_only=True)["center"]
+    saved = torch.load(checkpoint, weights_only=True)["method_state"]["center"]
     assert saved.abs().sum() > 0
-    state = step.build_state(tiny_config(tmp_path / "next", pretrained=str(checkpoint), **dino),
-                               torch.device("cpu"))
-    assert torch.equal(state.center, saved)
+    config = tiny_config(tmp_path / "next", pretrained=str(checkpoint), **dino)
+    state = setup.build_state(config, get_method("dino"), torch.device("cpu"))
+    assert torch.equal(state.method_state["center"], saved)

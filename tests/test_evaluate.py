@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from discomm_lite.evaluate import (
+from discomm_lite.evaluation.geometry import geometry, spectrum
+from discomm_lite.evaluation.metrics import (
     KNN_PROTOCOLS,
     as_bits,
     evaluate_knn,
@@ -15,7 +16,7 @@ from discomm_lite.evaluate import (
     map_vs_bits,
     retrieval_map,
 )
-from discomm_lite.probes import geometry, linear_probe, spectrum
+from discomm_lite.evaluation.probes import linear_probe
 
 
 def _generator(seed):

@@ -12,9 +12,10 @@ import discomm_lite
 PACKAGE = Path(discomm_lite.__file__).parent
 MODULES = sorted(m.name for m in pkgutil.walk_packages([str(PACKAGE)], "discomm_lite."))
 # Modules the Config, the CLI and the run log need: they must not pull in torch.
-LIGHT = ("discomm_lite", "discomm_lite.config", "discomm_lite.choices", "discomm_lite.methods",
-         "discomm_lite.presets", "discomm_lite.view_spec", "discomm_lite.runlog",
-         "discomm_lite.schedules", "discomm_lite.cli")
+LIGHT = ("discomm_lite", "discomm_lite.config", "discomm_lite.choices", "discomm_lite.method",
+         "discomm_lite.method.registry", "discomm_lite.method.bits", "discomm_lite.method.simdino",
+         "discomm_lite.method.dino", "discomm_lite.config.presets", "discomm_lite.config.view_spec",
+         "discomm_lite.training.runlog", "discomm_lite.training.schedules", "discomm_lite.cli")
 HEAVY = ("torch", "torchvision", "numpy", "timm", "PIL")
 
 
@@ -129,3 +130,54 @@ def test_the_config_and_the_cli_import_nothing_heavy():
                             text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+
+
+# ---- the layout: folders by concern, arrows one way ----------------------------------------------
+# The subpackages from the bottom up: a module may import its own package and any package of a
+# lower rank, never a higher one (ARCHITECTURE.md). The top-level modules shared by all are rank 0;
+# the entry points (`cli`, the package itself) sit above everything.
+RANKS = {
+    "shared": 0, "method": 1, "data": 1, "config": 2, "views": 3, "models": 3, "training": 4,
+    "evaluation": 5, "viz": 6, "api": 6, "teach": 7, "entry": 8,
+}
+SHARED = {"choices", "atomic", "safe_pickle", "distributed", "devices"}
+ENTRY = {"", "cli", "__main__"}
+MAX_LINES = 350
+
+
+def _package(module: str) -> str:
+    """The layout's name for where `module` lives: a subpackage, "shared", "api" or "entry"."""
+    parts = module.split(".")[1:]
+    if parts == ["api"]:  # training joined with its evaluation: what teach and the CLI call
+        return "api"
+    if not parts or (len(parts) == 1 and parts[0] in ENTRY):
+        return "entry"
+    if len(parts) == 1 and parts[0] in SHARED:
+        return "shared"
+    return parts[0]
+
+
+def _wrong_way(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} -> {d}" for m, deps in graph.items() for d in deps
+                  if _package(d) != _package(m)
+                  and RANKS[_package(d)] >= RANKS[_package(m)])
+
+
+def test_every_module_has_a_place_in_the_layout():
+    assert {_package(m) for m in MODULES} <= set(RANKS)
+
+
+def test_arrows_between_the_subpackages_point_one_way():
+    assert _wrong_way({m: _imports(m) for m in MODULES}) == []
+
+
+def test_the_arrow_check_finds_an_arrow_the_wrong_way():
+    graph = {"discomm_lite.training.engine": {"discomm_lite.evaluation.metrics"},
+             "discomm_lite.evaluation.suite": {"discomm_lite.training.checkpoint"},
+             "discomm_lite.method.dino": {"discomm_lite.distributed"}}
+    assert _wrong_way(graph) == ["discomm_lite.training.engine -> discomm_lite.evaluation.metrics"]
+
+
+def test_no_module_is_over_the_size_a_reader_holds():
+    sizes = {m: len(_path(m).read_text().splitlines()) for m in MODULES}
+    assert {m: n for m, n in sizes.items() if n > MAX_LINES} == {}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from discomm_lite.language import (
+from discomm_lite.evaluation.language import (
     bit_correlation,
     bit_entropy,
     bit_factor_mutual_information,

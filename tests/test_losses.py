@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from discomm_lite import losses
+from discomm_lite.method import coding_rate as rate_maths
+from discomm_lite.method import dino, losses
 
 
 def _views(n_views, n, k, seed, scale=2.0, requires_grad=False):
@@ -108,25 +109,25 @@ def _naive_coding_rate(z, eps):
 @pytest.mark.parametrize("n,k,eps", [(8, 4, 0.05), (3, 16, 0.05), (64, 32, 0.5), (20, 20, 0.01)])
 def test_coding_rate_matches_float64_logdet(n, k, eps):
     z = _views(1, n, k, seed=n + k)[0]
-    assert losses.coding_rate(z, eps).item() == pytest.approx(_naive_coding_rate(z, eps),
+    assert rate_maths.coding_rate(z, eps).item() == pytest.approx(_naive_coding_rate(z, eps),
                                                                rel=1e-4)
 
 
 def test_coding_rate_ignores_row_scale_and_reaches_collapse_value():
     z = _views(1, 10, 8, seed=11)[0]
     scaled = z * torch.rand(10, 1) * 100
-    assert losses.coding_rate(scaled).item() == pytest.approx(losses.coding_rate(z).item(),
+    assert rate_maths.coding_rate(scaled).item() == pytest.approx(rate_maths.coding_rate(z).item(),
                                                               rel=1e-4)
     # Every row pointing the same way: Gram = N u u^T, so 0.5 log(1 + K / eps).
     same = torch.randn(1, 8).repeat(10, 1) * torch.rand(10, 1)
-    assert losses.coding_rate(same, 0.05).item() == pytest.approx(0.5 * math.log(1 + 8 / 0.05),
+    assert rate_maths.coding_rate(same, 0.05).item() == pytest.approx(0.5 * math.log(1 + 8 / 0.05),
                                                                   rel=1e-4)
 
 
 def test_coding_rate_of_nan_logits_is_nan():
     z = _views(1, 6, 4, seed=12)[0]
     z[2, 1] = float("nan")
-    assert math.isnan(losses.coding_rate(z).item())
+    assert math.isnan(rate_maths.coding_rate(z).item())
 
 
 def test_bits_loss_combines_terms_as_eq10():
@@ -164,7 +165,7 @@ def test_wrong_shapes_raise_value_error():
     with pytest.raises(ValueError, match="at least"):
         losses.bce_agreement(good[:1], good[:1])
     with pytest.raises(ValueError, match="\\(N, K\\)"):
-        losses.coding_rate(torch.randn(2, 3, 4))
+        rate_maths.coding_rate(torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match="agreement"):
         losses.bits_loss(good, good, agreement="l2")
 
@@ -232,13 +233,13 @@ def test_coding_rate_under_bf16_autocast_equals_float32_value_and_gradient():
     g = torch.Generator().manual_seed(24)
     logits = torch.randn(1, 32, generator=g) * 3 + 0.3 * torch.randn(64, 32, generator=g)
     reference = logits.clone().requires_grad_(True)
-    rate = losses.coding_rate(reference, 0.05)
+    rate = rate_maths.coding_rate(reference, 0.05)
     rate.backward()
     cast = logits.clone().requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert (cast.T @ cast).dtype == torch.bfloat16  # autocast is in force here
-        rate_autocast = losses.coding_rate(cast, 0.05)
-        mean_rate = losses.mean_coding_rate([cast, cast], [logits], 0.05,
+        rate_autocast = rate_maths.coding_rate(cast, 0.05)
+        mean_rate = rate_maths.mean_coding_rate([cast, cast], [logits], 0.05,
                                             rate_input="student_teacher_mean")
     rate_autocast.backward()
     assert rate_autocast.dtype == torch.float32
@@ -255,15 +256,15 @@ def test_declared_global_batch_must_match_the_views():
     with pytest.raises(ValueError, match="global_batch = 8 but 1 process"):
         losses.bits_loss(student, teacher, global_batch=8)
     with pytest.raises(ValueError, match="scope"):
-        losses.coding_rate(student[0], scope="local")
+        rate_maths.coding_rate(student[0], scope="local")
     with pytest.raises(ValueError, match="rate_input"):
-        losses.mean_coding_rate(student, teacher, 0.05, rate_input="teacher")
+        rate_maths.mean_coding_rate(student, teacher, 0.05, rate_input="teacher")
 
 
 def test_dino_loss_and_center_match_formulas():
     student, teacher = _views(3, 4, 7, seed=18), _views(2, 4, 7, seed=19)
     center = torch.randn(1, 7) * 0.1
-    loss, _ = losses.dino_loss(student, teacher, center=center, teacher_temp=0.04,
+    loss, _ = dino.dino_loss(student, teacher, center=center, teacher_temp=0.04,
                                student_temp=0.1)
     total, pairs = 0.0, 0
     for g, t in enumerate(teacher):
@@ -276,6 +277,6 @@ def test_dino_loss_and_center_match_formulas():
                 total += -(q * logp).sum().item() / 4
             pairs += 1
     assert loss.item() == pytest.approx(total / pairs, rel=1e-5)
-    new_center = losses.update_center(center, teacher, momentum=0.9)
+    new_center = dino.update_center(center, teacher, momentum=0.9)
     expected = 0.9 * center + 0.1 * torch.cat(teacher).mean(0, keepdim=True)
     torch.testing.assert_close(new_center, expected)

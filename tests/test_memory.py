@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from discomm_lite import memory
 from discomm_lite.config import PRESETS, make_config
-from discomm_lite.memory import check_training_memory, training_memory
-from discomm_lite.model import make_model
+from discomm_lite.models.model import make_model
+from discomm_lite.training import memory
+from discomm_lite.training.memory import check_training_memory, training_memory
 
 
 @pytest.mark.parametrize("method", ["bits", "simdino", "dino"])
 def test_the_estimate_counts_the_real_models_parameters_and_the_k_by_k_matrices(method):
+    dino = dict(n_prototypes=96, head_bottleneck_dim=24) if method == "dino" else {}
     config = make_config("synthetic-toy", method=method, n_bits=48, head_hidden_dim=40,
-                         n_prototypes=96, head_bottleneck_dim=24, batch_size=32)
+                         batch_size=32, **dino)
     parts = training_memory(config)
     n_params = sum(p.numel() for p in make_model(config).parameters())  # built for real
     assert parts["weights and optimizer state"] == n_params * 4 * 5

@@ -3,16 +3,12 @@
 import pytest
 import torch
 
-from discomm_lite.backbones import make_backbone
 from discomm_lite.choices import BACKBONES
-from discomm_lite.heads import DINOHead, ProjectionHead
-from discomm_lite.model import (
-    MultiCropModel,
-    make_teacher,
-    param_groups,
-    reinit_head,
-    upgrade_optimizer_state,
-)
+from discomm_lite.method.heads import DINOHead, ProjectionHead
+from discomm_lite.models.backbones import make_backbone
+from discomm_lite.models.model import MultiCropModel, make_teacher
+from discomm_lite.training.optim import param_groups, upgrade_optimizer_state
+from discomm_lite.training.reset import reinit_head
 
 
 def _pair(n_bits=8):

@@ -11,24 +11,25 @@ import torch
 
 from discomm_lite.config import make_config
 from discomm_lite.data import DatasetNotFoundError, load_dataset, write_cifar10_standin
+from discomm_lite.data.folders import write_image_folder
 from discomm_lite.data.synthetic import make_synthetic
-from discomm_lite.lab import Lab
-from discomm_lite.notebook import (
-    NOTEBOOK_PARAMETERS,
+from discomm_lite.teach.lab import Lab
+from discomm_lite.teach.notebook import (
     SMOKE_OVERRIDES,
-    augmented_views,
     cached_train,
-    config_from_parameters,
     find_data_root,
-    injected_parameters,
-    markdown_table,
     run_dir,
-    show_source,
     smoke,
     smoke_out_dir,
-    write_image_folder,
 )
-from discomm_lite.study_report import seed_values, study_table
+from discomm_lite.teach.papermill import (
+    NOTEBOOK_PARAMETERS,
+    config_from_parameters,
+    injected_parameters,
+)
+from discomm_lite.teach.study_report import seed_values, study_table
+from discomm_lite.teach.tables import markdown_table, show_source
+from discomm_lite.views.pipeline import augmented_views
 
 
 def test_smoke_shrinks_only_when_asked(monkeypatch):
@@ -144,6 +145,7 @@ def test_run_dir_identifies_the_configuration():
     assert run_dir(a) == run_dir(a.replace(out_dir="x")) != run_dir(b)
 
 
+@pytest.mark.slow
 def test_cached_train_returns_the_finished_run(tmp_path):
     config = make_config("synthetic-toy", train_subset=128, batch_size=64, epochs=1,
                          eval_every=0, n_bits=8, head_hidden_dim=32)
@@ -199,7 +201,7 @@ def test_write_image_folder_round_trips_through_the_imagefolder_loader(tmp_path)
 
 # ---- the study's results and the lab ------------------------------------------------------------
 def result(config, *, kind="train", variant="v", seed=0, final=None, records=()):
-    """A result dict as `discomm_lite.study.run_one` writes it (the fields the notebooks read)."""
+    """A result dict as `teach.study.run_one` writes it (the fields the notebooks read)."""
     return {"name": f"g__{variant}__seed{seed}", "group": "g", "variant": variant, "seed": seed,
             "kind": kind, "overrides": {}, "config": config.to_dict(), "records": list(records),
             "eval": final, "train_seconds": 1.0}
@@ -226,6 +228,7 @@ def lab_base(tmp_path):
                        out_dir=str(tmp_path / "lab"))
 
 
+@pytest.mark.slow
 def test_lab_uses_the_precomputed_grid_and_trains_the_rest(lab_base, monkeypatch):
     monkeypatch.delenv("DISCOMM_SMOKE", raising=False)
     records = [{"kind": "train", "step": 2, "epoch": 1.0, "coding_rate": 5.0,
@@ -265,8 +268,9 @@ def test_lab_uses_the_precomputed_grid_and_trains_the_rest(lab_base, monkeypatch
         lab.runs({"lr": 0.1})
 
 
+@pytest.mark.slow
 def test_lab_reads_back_the_full_evaluation_it_saved(lab_base, monkeypatch):
-    from discomm_lite import suite
+    from discomm_lite.evaluation import suite
 
     monkeypatch.delenv("DISCOMM_SMOKE", raising=False)
     scored = []  # the sets each evaluation scored: the whole splits, not the run's 64 images
@@ -308,7 +312,7 @@ def test_lab_settings_are_the_grid_and_shrink_in_the_smoke_setting(lab_base, mon
 
 
 def test_show_source_is_a_markdown_code_block():
-    from discomm_lite.losses import bce_agreement
+    from discomm_lite.method.losses import bce_agreement
 
     text = show_source(bce_agreement)
     assert text.startswith("```python\ndef bce_agreement(") and text.endswith("\n```")

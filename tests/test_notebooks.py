@@ -24,7 +24,7 @@ import nbformat
 import pytest
 
 from discomm_lite.config import field_names
-from discomm_lite.notebook import NOTEBOOK_PARAMETERS
+from discomm_lite.teach.papermill import NOTEBOOK_PARAMETERS
 
 pytest_plugins = ["pytester"]  # test_nbval_skips_the_cells_after_a_failed_one
 
@@ -106,7 +106,7 @@ def test_parameters_cell_assigns_config_fields_and_notebook_parameters_only(path
         ast.literal_eval(node.value)  # papermill can only override literal values
     unknown = sorted(set(names) - set(field_names()) - set(NOTEBOOK_PARAMETERS))
     assert not unknown, (f"{path.name}: {unknown} are neither fields of discomm_lite.Config nor "
-                         "notebook parameters (discomm_lite.notebook.NOTEBOOK_PARAMETERS)")
+                         "notebook parameters (discomm_lite.teach.notebook.NOTEBOOK_PARAMETERS)")
     assert len(names) == len(set(names)), f"{path.name}: a parameter is assigned twice"
     # papermill reads each line to list the parameters (`papermill --help-notebook`); a comment
     # it cannot parse hides that parameter and puts a warning in every sweep's output.
@@ -187,7 +187,7 @@ def test_the_quickstart_restates_its_preset_and_the_sweep_its_budget():
     position, size redrawn", seed 0): a preset changed without the notebook would be undone by
     its parameters cell. 08 sweeps the quickstart at the quickstart's budget."""
     from discomm_lite.config import make_config
-    from discomm_lite.study import effective_config
+    from discomm_lite.teach.study import effective_config
 
     quickstart = literal_parameters(NOTEBOOK_DIR / "00_quickstart.ipynb")
     stated = make_config("synthetic-toy", **quickstart).replace(out_dir=None)
@@ -437,7 +437,7 @@ def test_a_parameter_the_notebook_does_not_read_is_refused(tmp_path, smoke_env):
 
 
 def test_a_sweep_over_a_name_the_notebook_does_not_read_is_refused(tmp_path):
-    from discomm_lite.sweep import run_sweep
+    from discomm_lite.teach.sweep import run_sweep
 
     with pytest.raises(ValueError, match=r"\['lr'\] for 00_quickstart.ipynb"):
         run_sweep(NOTEBOOK_DIR / "00_quickstart.ipynb", {"lr": [1e-3, 1e-2]}, tmp_path / "out")
@@ -487,6 +487,6 @@ def test_the_knobs_the_issue_named_are_settable_by_papermill():
 
 
 def notebook_names(path: Path) -> list[str]:
-    from discomm_lite.sweep import notebook_parameters
+    from discomm_lite.teach.papermill import notebook_parameters
 
     return notebook_parameters(path)

@@ -10,8 +10,8 @@ import torch
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
-from discomm_lite import code_plots, illustrations, plots
-from discomm_lite.losses import coding_rate
+from discomm_lite.method.coding_rate import coding_rate
+from discomm_lite.viz import code_plots, illustrations, plots
 
 plt.switch_backend("Agg")
 

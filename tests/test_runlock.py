@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from discomm_lite.runlock import LOCK_FILE, RunFolderLocked, RunLock
+from discomm_lite.training.runlock import LOCK_FILE, RunFolderLocked, RunLock
 
 
 def test_the_lock_records_its_holder_and_is_removed_on_release(tmp_path):
@@ -73,8 +73,8 @@ def test_release_never_removes_another_holders_lock(tmp_path):
 
 @pytest.mark.parametrize("when", ["creating", "written"])
 def test_a_stop_signal_while_the_lock_is_taken_leaves_no_lock(tmp_path, monkeypatch, when):
-    from discomm_lite import runlock
-    from discomm_lite.monitor import sigterm_raises
+    from discomm_lite.training import runlock
+    from discomm_lite.training.monitor import sigterm_raises
 
     real_dump = runlock.json.dump
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from discomm_lite import runlog
-from discomm_lite.runlog import DamagedRecordWarning, RunLog
+from discomm_lite.training import runlog
+from discomm_lite.training.runlog import DamagedRecordWarning, RunLog
 
 # In the engine's order: step 2 ends an epoch (train, eval, then its checkpoint), and the head
 # reset that starts the next epoch is logged at step 2 too, after that checkpoint.
@@ -42,7 +42,7 @@ def test_concurrent_appends_never_interleave(tmp_path):
     path = tmp_path / "metrics.jsonl"
     writer = textwrap.dedent(f"""
         import sys
-        from discomm_lite import runlog
+        from discomm_lite.training import runlog
         for i in range(300):
             runlog.append({str(path)!r}, {{"kind": "train", "step": i,
                                            "writer": int(sys.argv[1]), "pad": "x" * 3000}})
@@ -124,9 +124,10 @@ def test_run_log_keeps_writes_and_calls_back(tmp_path):
     assert memory_only.records == RECORDS[:1]
 
 
+@pytest.mark.slow
 def test_a_run_resumes_past_a_damaged_last_record(tmp_path):
+    from discomm_lite.api import train
     from discomm_lite.config import make_config
-    from discomm_lite.engine import train
 
     config = make_config("synthetic-toy", train_subset=128, batch_size=64, n_bits=8,
                          head_hidden_dim=16, epochs=2, eval_every=0, log_every=1,
@@ -151,7 +152,7 @@ def test_a_kill_during_the_rewrite_loses_nothing(tmp_path):
     write(path, records)
     expected = path.read_bytes()
     rewriter = textwrap.dedent(f"""
-        from discomm_lite import runlog
+        from discomm_lite.training import runlog
         while True:
             runlog.truncate_after({str(path)!r}, 60_000)  # keeps them all: the same content
     """)
@@ -192,8 +193,8 @@ def test_an_append_cut_short_by_a_full_disk_is_taken_back(tmp_path, monkeypatch)
 def test_sigterm_before_the_loop_still_releases_the_run_folder(tmp_path):
     # The loop turns SIGTERM into a checkpoint; before it (loading data), sigterm_raises makes
     # the signal an exception, so the lock is released rather than left stale.
-    from discomm_lite.monitor import sigterm_raises
-    from discomm_lite.runlock import LOCK_FILE, RunLock
+    from discomm_lite.training.monitor import sigterm_raises
+    from discomm_lite.training.runlock import LOCK_FILE, RunLock
 
     with pytest.raises(SystemExit) as info, sigterm_raises(), RunLock(tmp_path):
         assert (tmp_path / LOCK_FILE).exists()

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from discomm_lite import schedules
+from discomm_lite.method.dino import teacher_temperature
+from discomm_lite.training import schedules
 
 
 @pytest.mark.parametrize("step,total,start,end,expected", [
@@ -27,8 +28,8 @@ def test_warmup_cosine(step, expected):
 
 
 @pytest.mark.parametrize("step,expected", [(0, 0.04), (15, 0.055), (30, 0.07), (99, 0.07)])
-def test_linear_then_constant(step, expected):
-    assert schedules.linear_then_constant(step, 30, 0.04, 0.07) == pytest.approx(expected)
+def test_dinos_teacher_temperature_ramps_linearly_then_holds(step, expected):
+    assert teacher_temperature(step, 30, 0.04, 0.07) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("every,at_start,due", [

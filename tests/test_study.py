@@ -9,7 +9,7 @@ import statistics
 import pytest
 
 from discomm_lite.config import make_config
-from discomm_lite.study import (
+from discomm_lite.teach.study import (
     StudyRun,
     load_results,
     mean_std,
@@ -54,6 +54,7 @@ def test_summarize_averages_each_variant_over_its_seeds():
     assert rows[0]["knn20_top1"] == (0.4, 0.0)
 
 
+@pytest.mark.slow
 def test_run_study_writes_one_result_per_spec_and_reuses_a_twin(tmp_path):
     runs_root, results = tmp_path / "runs", tmp_path / "results"
     specs = [StudyRun("g", "first", "synthetic-toy", TINY, kind="curve"),
@@ -80,6 +81,7 @@ def test_run_study_writes_one_result_per_spec_and_reuses_a_twin(tmp_path):
     assert run_study(specs, runs_root, results) == []  # everything is there: nothing reruns
 
 
+@pytest.mark.slow
 def test_a_claimed_spec_is_left_to_its_claimer(tmp_path):
     spec = StudyRun("g", "claimed", "synthetic-toy", TINY, kind="curve")
     results = tmp_path / "results"

@@ -5,12 +5,18 @@ import torch
 from PIL import Image
 from torch import nn
 
-from discomm_lite.backbones import Backbone, make_backbone
 from discomm_lite.data import ImageTensorDataset, load_dataset
-from discomm_lite.evaluate import map_vs_bits, retrieval_map
-from discomm_lite.features import dino_linear_probe, extract_features
-from discomm_lite.heads import ProjectionHead
-from discomm_lite.suite import LINEAR_PROXY, SELF_SEARCH, evaluate_model, load_retrieval_split
+from discomm_lite.evaluation.features import extract_features
+from discomm_lite.evaluation.metrics import map_vs_bits, retrieval_map
+from discomm_lite.evaluation.probes import dino_linear_probe
+from discomm_lite.evaluation.suite import (
+    LINEAR_PROXY,
+    SELF_SEARCH,
+    evaluate_model,
+    load_retrieval_split,
+)
+from discomm_lite.method.heads import ProjectionHead
+from discomm_lite.models.backbones import Backbone, make_backbone
 
 
 def _synthetic(n, seed):
@@ -136,13 +142,15 @@ def test_dino_linear_probe_reads_image_folders(tmp_path):
 
 def test_random_init_floor_is_the_network_a_run_starts_from():
     from discomm_lite.config import make_config
-    from discomm_lite.pipeline import load_splits
-    from discomm_lite.step import build_state
-    from discomm_lite.suite import evaluate_random_init
+    from discomm_lite.evaluation.suite import evaluate_random_init
+    from discomm_lite.method import get_method
+    from discomm_lite.training.setup import build_state
+    from discomm_lite.views.pipeline import load_splits
 
     config = make_config("synthetic-toy", n_bits=8, head_hidden_dim=32, seed=3,
                          train_subset=256, test_subset=128, device="cpu")
-    start = build_state(config, torch.device("cpu")).teacher  # what `train` starts from
+    # what `train` starts from
+    start = build_state(config, get_method(config.method), torch.device("cpu")).teacher
     train_set, test_set = load_splits(config)
     expected = evaluate_model(start.backbone, train_set, test_set, image_size=32, head=start.head)
     floor = evaluate_random_init(config)
@@ -154,7 +162,7 @@ def test_random_init_floor_is_the_network_a_run_starts_from():
 
 @pytest.mark.parametrize("k", [None, 5])
 def test_map_hamming_is_computed_once_and_is_the_full_code_entry_of_map_vs_bits(k, monkeypatch):
-    from discomm_lite import suite
+    from discomm_lite.evaluation import suite
 
     backbone, head = _model()
     train_set, test_set = _synthetic(48, 0), _synthetic(40, 1)
@@ -179,7 +187,7 @@ def test_map_hamming_is_computed_once_and_is_the_full_code_entry_of_map_vs_bits(
 
 def test_evaluation_files_are_named_by_the_options_that_differ():
     from discomm_lite.config import make_config
-    from discomm_lite.suite import evaluation_path
+    from discomm_lite.evaluation.suite import evaluation_path
 
     config = make_config("synthetic-toy")  # train_subset 2048, test_subset 0
     path = "run/checkpoint.pt"
@@ -201,11 +209,12 @@ def test_retrieval_needs_k_of_at_least_one():
         retrieval_map(codes, torch.arange(6) % 2, metric="hamming", k=0)
 
 
+@pytest.mark.slow
 def test_a_checkpoint_trained_on_redrawn_views_evaluates_on_another_dataset(tmp_path):
+    from discomm_lite.api import train
     from discomm_lite.config import make_config
-    from discomm_lite.engine import train
-    from discomm_lite.notebook import write_image_folder
-    from discomm_lite.suite import evaluate_checkpoint
+    from discomm_lite.data.folders import write_image_folder
+    from discomm_lite.evaluation.suite import evaluate_checkpoint
 
     config = make_config("synthetic-toy", train_subset=64, test_subset=32, batch_size=32,
                          epochs=1, warmup_epochs=0, n_bits=8, head_hidden_dim=32, eval_every=0,

@@ -13,13 +13,8 @@ import nbformat
 import papermill
 import pytest
 
-from discomm_lite.sweep import (
-    grid_points,
-    notebook_parameters,
-    run_name,
-    run_sweep,
-    summary_table,
-)
+from discomm_lite.teach.papermill import notebook_parameters
+from discomm_lite.teach.sweep import grid_points, run_name, run_sweep, summary_table
 
 REPO = Path(__file__).resolve().parents[1]
 

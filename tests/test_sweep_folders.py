@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from discomm_lite.sweep import check_run_folders, grid_points, run_sweep
+from discomm_lite.teach.sweep import check_run_folders, grid_points, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,6 +9,7 @@ import time
 import pytest
 import torch
 
+from discomm_lite.config.view_spec import ViewSpec
 from discomm_lite.data import load_dataset
 from discomm_lite.data.synthetic import (
     FACTOR_VALUES,
@@ -18,8 +19,7 @@ from discomm_lite.data.synthetic import (
     redraw_factors,
     render_synthetic,
 )
-from discomm_lite.pipeline import InMemoryViews
-from discomm_lite.view_spec import ViewSpec
+from discomm_lite.views.pipeline import InMemoryViews
 
 NUISANCE_FACTORS = ("colour", "size", "position", "background")
 

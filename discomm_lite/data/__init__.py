@@ -14,7 +14,7 @@ errors), `loading` (`load_dataset`), `cifar`, `folders` and `archives` (the sour
 from discomm_lite.choices import DATASETS, SPLITS
 from discomm_lite.data.batches import default_num_workers, make_eval_batches
 from discomm_lite.data.cifar import CIFAR10_CLASSES
-from discomm_lite.data.folders import IMAGE_EXTENSIONS
+from discomm_lite.data.folders import IMAGE_EXTENSIONS, write_image_folder
 from discomm_lite.data.loading import load_dataset
 from discomm_lite.data.locations import resolve_data_root
 from discomm_lite.data.standin import CIFAR10_STANDIN, cifar10_standin_root, write_cifar10_standin
@@ -29,5 +29,5 @@ __all__ = [
     "CIFAR10_CLASSES", "CIFAR10_STANDIN", "DATASETS", "IMAGE_EXTENSIONS", "SPLITS",
     "DataFormatError", "DatasetNotFoundError", "ImageFolderDataset", "ImageTensorDataset",
     "cifar10_standin_root", "default_num_workers", "load_dataset", "make_eval_batches",
-    "resolve_data_root", "write_cifar10_standin",
+    "resolve_data_root", "write_cifar10_standin", "write_image_folder",
 ]

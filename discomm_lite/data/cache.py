@@ -23,7 +23,7 @@ from torchvision.io import ImageReadMode, decode_image
 
 from discomm_lite.data.locations import make_cache_dir
 from discomm_lite.data.types import DataFormatError, ImageTensorDataset
-from discomm_lite.memory import device_memory
+from discomm_lite.devices import device_memory
 
 _UNKNOWN_MEMORY = 8 * 2**30  # the budget's base where the machine's memory is unknown (Windows)
 

@@ -108,3 +108,24 @@ def check_class_count(classes: list[str], n_classes: int, where: str) -> None:
         raise DataFormatError(
             f"{where} has {len(classes)} class folders, but the dataset has {n_classes} classes."
         )
+
+
+def write_image_folder(dataset, root: str | Path, image_size: int | None = None) -> Path:
+    """Write an in-memory dataset as an ImageFolder tree of PNGs (`root/<class>/<i>.png`).
+
+    Used to give the ImageNet and domain-shift stages a tiny ImageFolder to run on in smoke
+    settings, through exactly the code path real folders take.
+    """
+    import torch.nn.functional as F
+    from PIL import Image
+
+    root = Path(root)
+    images = dataset.images
+    if image_size is not None and images.shape[-1] != image_size:
+        images = F.interpolate(images.float(), size=image_size, mode="bilinear",
+                               antialias=True).round().clamp(0, 255).byte()
+    for i, (image, label) in enumerate(zip(images, dataset.labels.tolist(), strict=True)):
+        folder = root / dataset.classes[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(folder / f"{i:05d}.png")
+    return root

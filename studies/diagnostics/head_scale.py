@@ -28,8 +28,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from discomm_lite import heads, make_config, train
-from discomm_lite.suite import evaluate_checkpoint
+from discomm_lite import make_config, train
+from discomm_lite.evaluation.suite import evaluate_checkpoint
+from discomm_lite.method import heads
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent / "results" / "diagnostics"

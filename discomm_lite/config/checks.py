@@ -1,0 +1,204 @@
+"""The checks of a `Config`: each field's type and range, the view fields, the method's rules.
+
+`Config.__post_init__` calls `validate`; every refusal is a ValueError that names the field, the
+value and what it must be.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import typing
+import warnings
+from dataclasses import fields
+from typing import TYPE_CHECKING
+
+from discomm_lite.choices import (
+    AGREEMENTS,
+    CLIP_GRAD_MODES,
+    CODING_RATE_INPUTS,
+    CODING_RATE_SCOPES,
+    DATASETS,
+    HEAD_NORMS,
+    PRECISIONS,
+    REINIT_OPTIMIZER_STATES,
+    SYNTHETIC_FACTORS,
+    TARGETS,
+    TEACHER_HEAD_POLICIES,
+    check_backbone_name,
+)
+from discomm_lite.config.view_spec import CONFIG_FIELDS, InvalidField, view_spec_from_config
+from discomm_lite.method import get_method, method_names
+
+if TYPE_CHECKING:  # annotations only: config imports this module
+    from discomm_lite.config import Config
+
+
+class BaselineResetWarning(UserWarning):
+    """Head resets asked for a method other than BITS (the paper: they make SimDINO diverge)."""
+
+
+def plain_field_types(cls: type) -> dict[str, type]:
+    """The plain Python type of each field of the dataclass `cls`, Optional removed."""
+    hints = typing.get_type_hints(cls)
+    plain = {}
+    for f in fields(cls):
+        args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
+        plain[f.name] = args[0] if args else hints[f.name]
+    return plain
+
+
+def optional_field_names(cls: type) -> frozenset[str]:
+    """The fields of the dataclass `cls` that accept None."""
+    hints = typing.get_type_hints(cls)
+    return frozenset(f.name for f in fields(cls)
+                     if type(None) in typing.get_args(hints[f.name]))
+
+
+def _fail(name: str, value, accepted: str) -> None:
+    raise ValueError(f"Config.{name} = {value!r} is not valid: it must be {accepted}.")
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "True or False", str: "a string"}
+_PATH_FIELDS = ("out_dir", "data_root", "pretrained")
+
+
+def _check_types(c: Config) -> None:
+    """Each field holds its declared type (None where Optional), finite, with ~ expanded.
+
+    An int is a valid float; a bool is neither an int nor a float. Other numeric types (NumPy's)
+    become the field's Python type, so that config.json can record them. A frozen dataclass
+    normalises through object.__setattr__.
+    """
+    optional = optional_field_names(type(c))
+    for name, kind in plain_field_types(type(c)).items():
+        value = getattr(c, name)
+        if value is None and name in optional:
+            continue
+        if kind is int:
+            valid = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        elif kind is float:
+            valid = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        else:
+            valid = isinstance(value, kind)
+        if not valid:
+            _fail(name, value, _TYPE_NAMES[kind] + (", or None" if name in optional else "")
+                  + f" (got type {type(value).__name__})")
+        if kind is float and not math.isfinite(value):
+            _fail(name, value, "a finite number")
+        if kind in (int, float) and type(value) not in (int, float):
+            object.__setattr__(c, name, kind(value))
+    for name in _PATH_FIELDS:
+        value = getattr(c, name)
+        if value is not None and not value.strip():
+            _fail(name, value, "a path, or None" + (" for no run folder" if name == "out_dir"
+                                                     else ""))
+        if value is not None:
+            object.__setattr__(c, name, os.path.expanduser(value))
+
+
+def _check_views(c: Config) -> None:
+    """The view fields, by building the run's ViewSpec: its checks are the only ones."""
+    try:
+        view_spec_from_config(c)
+    except InvalidField as err:
+        names = CONFIG_FIELDS[err.name]
+        if names == (err.name,):
+            _fail(err.name, err.value, err.accepted)
+        given = " and ".join(f"Config.{n} = {getattr(c, n)!r}" for n in names)
+        verb = "is not valid: it makes" if len(names) == 1 else "are not valid: they make"
+        raise ValueError(f"{given} {verb} ViewSpec.{err.name} = {err.value!r}, which must be "
+                         f"{err.accepted}.") from None
+
+
+def validate(c: Config) -> None:
+    """Raise ValueError naming the first field of `c` that is not valid (see the module)."""
+    _check_types(c)
+    choices = {
+        "method": method_names(), "agreement": AGREEMENTS, "targets": TARGETS,
+        "teacher_head_policy": TEACHER_HEAD_POLICIES, "precision": PRECISIONS,
+        "head_norm": HEAD_NORMS, "clip_grad_mode": CLIP_GRAD_MODES,
+        "coding_rate_scope": CODING_RATE_SCOPES, "dataset": DATASETS,
+        "reinit_optimizer_state": REINIT_OPTIMIZER_STATES,
+    }
+    for name, accepted in choices.items():
+        if getattr(c, name) not in accepted:
+            _fail(name, getattr(c, name), "one of " + ", ".join(accepted))
+    check_backbone_name(c.backbone)
+    method = get_method(c.method)
+
+    at_least = {
+        "n_bits": 1, "epochs": 1, "batch_size": 1, "image_size": 1, "reinit_every": 0,
+        "warmup_epochs": 0, "log_every": 1,
+        "checkpoint_every": 1, "eval_every": 0, "head_hidden_dim": 1, "head_bottleneck_dim": 1,
+        "n_prototypes": 1, "train_subset": 0, "test_subset": 0, "num_workers": -1,
+        "teacher_temp_warmup_epochs": 0, "freeze_last_layer_epochs": 0,
+        "reinit_warmup_steps": 0, "reinit_catchup_steps": 0,
+    }
+    for name, low in at_least.items():
+        if getattr(c, name) < low:
+            _fail(name, getattr(c, name), f"an integer >= {low}")
+    _check_views(c)
+    if c.warmup_epochs >= c.epochs and c.epochs > 1:
+        _fail("warmup_epochs", c.warmup_epochs, f"smaller than epochs ({c.epochs})")
+    positive = ("lr", "eps", "target_temperature", "teacher_temp", "teacher_temp_warmup",
+                "student_temp")
+    for name in positive:
+        if not getattr(c, name) > 0:
+            _fail(name, getattr(c, name), "a number > 0")
+    non_negative = ("lr_end", "weight_decay", "weight_decay_end", "clip_grad", "drop_path")
+    for name in non_negative:
+        if not getattr(c, name) >= 0:
+            _fail(name, getattr(c, name), "a number >= 0")
+    if c.coding_rate_input is not None and c.coding_rate_input not in CODING_RATE_INPUTS:
+        _fail("coding_rate_input", c.coding_rate_input,
+              "one of " + ", ".join(CODING_RATE_INPUTS) + ", or None for the method's default")
+    if c.views_per_image < 2:
+        _fail("n_local", c.n_local, f"at least {2 - c.n_global} with n_global = {c.n_global}: "
+              "every loss compares a view with another, so a run needs two views or more")
+    if c.coding_rate_weight is not None and not c.coding_rate_weight >= 0:
+        _fail("coding_rate_weight", c.coding_rate_weight, "a number >= 0, or None for the default")
+    if c.lr_end > c.lr:
+        _fail("lr_end", c.lr_end, f"at most lr ({c.lr})")
+    unit = ("momentum", "momentum_end", "center_momentum", "collapse_warn")
+    for name in unit:
+        if not 0 <= getattr(c, name) <= 1:
+            _fail(name, getattr(c, name), "in [0, 1]")
+    if c.reinit_teacher_momentum is not None and not 0 <= c.reinit_teacher_momentum <= 1:
+        _fail("reinit_teacher_momentum", c.reinit_teacher_momentum,
+              "in [0, 1], or None for the schedule's momentum")
+    if c.local_size > c.global_size:
+        _fail("local_size", c.local_size, f"at most global_size ({c.global_size})")
+    defaults = {f.name: f.default for f in fields(c)}
+    for other in method_names():
+        for name in set(get_method(other).options) - set(method.options):
+            if getattr(c, name) != defaults[name]:
+                _fail(name, getattr(c, name),
+                      f"left at its default {defaults[name]!r} for method={c.method!r}: it is an "
+                      f"option of method {other!r} only, which this run does not use")
+    if method.coding_rate_weight is None and c.coding_rate_weight is not None:
+        _fail("coding_rate_weight", c.coding_rate_weight,
+              f"None for method={c.method!r}, which has no coding-rate term")
+    for name, required, reason in method.fixed_fields:
+        if getattr(c, name) != required:
+            _fail(name, getattr(c, name),
+                  f"left at {required!r} for method={c.method!r} ({reason})")
+    if c.device != "auto" and not (c.device == "cpu" or c.device.startswith("cuda")):
+        _fail("device", c.device, "auto, cpu, cuda or cuda:N")
+    unknown = sorted(set(c.redrawn_factors) - set(SYNTHETIC_FACTORS))
+    if unknown:
+        _fail("redraw_factors", c.redraw_factors,
+              "comma-separated names of " + ", ".join(SYNTHETIC_FACTORS))
+    if c.redrawn_factors and c.dataset != "synthetic":
+        _fail("redraw_factors", c.redraw_factors,
+              f"empty for dataset={c.dataset!r} (only synthetic images can be drawn again)")
+    if c.reinit_every > 0 and not method.head_resets:
+        warnings.warn(
+            f"Config.reinit_every = {c.reinit_every} with method={c.method!r}: head resets are "
+            "part of BITS; the paper reports that applied to SimDINO they make it diverge (and "
+            "DINO's published recipe has none). Set reinit_every=0 (the presets "
+            "imagenet-paper-simdino and imagenet-paper-dino do), or, to run it on purpose, "
+            "silence this with warnings.filterwarnings('ignore', "
+            "category=discomm_lite.config.checks.BaselineResetWarning).",
+            BaselineResetWarning, stacklevel=4)

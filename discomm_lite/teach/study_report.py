@@ -1,0 +1,77 @@
+"""The study's results as the notebooks show them: loaded with a note when there are none, one
+value per seed, tables of mean ± std over seeds, and the random-init floor (notebooks 02, 03).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from discomm_lite.teach.study import load_results, mean_std, metric, summarize
+from discomm_lite.teach.tables import MarkdownTable, markdown_table
+
+
+def results_folder(study: str = "cpu_recipe") -> Path:
+    """Where the results of `study` are: $DISCOMM_STUDIES/<study>, else `studies/results/<study>`
+    in the working folder or the nearest folder above it that has one (a notebook runs in the
+    checkout's notebooks/ under Jupyter and nbval, in its root under papermill).
+
+    The results are the checkout's files, not the installed package's: without them (an installed
+    package run elsewhere) the folder named is one that does not exist, and `study_results` says
+    so.
+    """
+    if os.environ.get("DISCOMM_STUDIES"):
+        return Path(os.environ["DISCOMM_STUDIES"]) / study
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "studies" / "results" / study).is_dir():
+            return folder / "studies" / "results" / study
+    return here / "studies" / "results" / study
+
+
+def study_results(group: str | None = None, study: str = "cpu_recipe",
+                  results_dir: str | Path | None = None) -> list[dict]:
+    """The results of `study`'s `group` (`study.load_results`), from `results_dir` (default:
+    `results_folder(study)`); says so when there are none."""
+    results_dir = results_folder(study) if results_dir is None else Path(results_dir)
+    results = load_results(results_dir, group) if results_dir.is_dir() else []
+    if not results:
+        which = f"of the study's group {group!r}" if group else "of the study"
+        print(f"No results {which} in {results_dir}: what is built from them is empty. "
+              f"`python studies/{study}.py --groups {group or 'all'}` makes them (or set "
+              "DISCOMM_STUDIES to the folder that holds the studies' results).")
+    return results
+
+
+def seed_values(results: Sequence[dict], keys: Sequence[str],
+                variants: Sequence[str] | None = None) -> dict[str, dict[str, list[float]]]:
+    """variant -> key -> one value per seed (in seed order), for `plots.plot_final`.
+
+    `results` are result dicts of `discomm_lite.teach.study` (see `study.load_results`); a value is
+    `study.metric(result, key)`. `variants` orders (and selects) the variants; default: the
+    order in which they first appear.
+    """
+    order = list(variants) if variants is not None else list(dict.fromkeys(
+        r["variant"] for r in results))
+    table = {}
+    for variant in order:
+        runs = sorted((r for r in results if r["variant"] == variant), key=lambda r: r["seed"])
+        table[variant] = {key: [metric(r, key) for r in runs] for key in keys}
+    return table
+
+
+def study_table(results: Sequence[dict], keys: Sequence[str],
+                variants: Sequence[str] | None = None, *, label: str = "variant",
+                digits: int = 3) -> MarkdownTable:
+    """Mean ± std over seeds of each variant's `keys` (`study.summarize`), as a Markdown table."""
+    rows = [[row["variant"], ", ".join(map(str, row["seeds"])), *(row[k] for k in keys)]
+            for row in summarize(results, keys, variants)]
+    return markdown_table(rows, [label, "seeds", *keys], digits=digits)
+
+
+def floor_values(results: Sequence[dict], keys: Sequence[str]) -> dict[str, float]:
+    """key -> mean over the floor results (random-init networks) that have it."""
+    means = {key: mean_std(metric(r, key) for r in results)[0] for key in keys}
+    return {key: value for key, value in means.items() if math.isfinite(value)}

@@ -1,0 +1,56 @@
+"""What the tests share: one tiny run configuration, one reader of a run's records, one small
+trained checkpoint per session, and the rule that keeps the fast tier fast.
+
+The rule: a test that trains (runs a step of `training.engine.train`, directly or through a CLI,
+a notebook helper or a study) is marked `slow`. In a run that deselects the slow tests
+(`pytest tests -m "not slow and not distributed"`), a test that trains without the mark fails,
+naming the rule, instead of quietly making the fast tier slower.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from discomm_lite.config import Config, make_config
+from discomm_lite.training import engine, runlog
+
+# The tiny run: the quickstart's data, 128 images in 2 steps of 64, 8 bits, one epoch; a second
+# or two on 2 CPU cores.
+TINY = dict(train_subset=128, test_subset=64, batch_size=64, n_bits=8, head_hidden_dim=16,
+            epochs=1, warmup_epochs=0, eval_every=0, log_every=1, device="cpu")
+
+
+def tiny_config(out_dir: str | Path | None = None, **changes) -> Config:
+    """The tiny run (`TINY` on the synthetic-toy preset) with `changes`, writing to `out_dir`."""
+    return make_config("synthetic-toy", **{**TINY, "out_dir": None if out_dir is None
+                                           else str(out_dir), **changes})
+
+
+def read_records(run_dir: str | Path, kind: str | None = None) -> list[dict]:
+    """The records of a run folder's metrics.jsonl (`runlog.read`), of one `kind` if given."""
+    return [r for r in runlog.read(Path(run_dir) / runlog.METRICS_FILE)
+            if kind is None or r["kind"] == kind]
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory) -> Path:
+    """The checkpoint of a finished tiny run, trained once per session (tests using it are slow)."""
+    from discomm_lite.api import train
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    train(tiny_config(out), progress=False)
+    return out / "checkpoint.pt"
+
+
+@pytest.fixture(autouse=True)
+def _fast_tests_do_not_train(request, monkeypatch):
+    if request.node.get_closest_marker("slow") is not None:
+        return
+
+    def refused(*args, **kwargs):
+        pytest.fail(f"{request.node.nodeid} trains a model but is not marked slow: mark it "
+                    "@pytest.mark.slow (tests/conftest.py), so that the fast tier stays fast.")
+
+    monkeypatch.setattr(engine, "train_step", refused)
