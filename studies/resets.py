@@ -18,9 +18,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cpu_recipe import QUIET, SEEDS, bits, verify
 from cpu_recipe import RESULTS as RECIPE_RESULTS
-from cpu_recipe import SEEDS, bits, verify
 
+from discomm_lite.config import method_settings
 from discomm_lite.teach.study import StudyRun, run_study
 
 HERE = Path(__file__).resolve().parent
@@ -52,7 +53,74 @@ def handling() -> list[StudyRun]:
             for name, changes in HANDLINGS.items() for seed in SEEDS[:2]]
 
 
-GROUPS = {"handling": handling}
+# What the handling group chose: the AdamW state cleared (a fresh head gets fresh moments) and the
+# new head's lr ramped up over 39 steps, as long as the run's own warm-up (one cifar-toy epoch).
+FIXED = {**AS_BEFORE, "reinit_warmup_steps": 39}
+
+
+def period() -> list[StudyRun]:
+    """The fixed handling at other periods, and the end-of-run rule (a reset whose period
+    cannot end before the run does). Never resetting is the comparison's BITS-fixed."""
+    variants = {
+        "never": dict(reinit_every=0),
+        "every epoch": dict(reinit_every=1),
+        "every 2 epochs (resets at 2 and 4)": dict(reinit_every=2),
+        "every 2 epochs, whole periods only (a reset at 2)": dict(
+            reinit_every=2, reinit_partial_period=False),
+        "every 3 epochs (a reset at 3)": dict(reinit_every=3),
+    }
+    return [StudyRun("period", name, "cifar-toy", bits(**{**FIXED, **changes}, **EVERY_STEP),
+                     seed=seed)
+            for name, changes in variants.items() for seed in SEEDS[:2]]
+
+
+def catchup() -> list[StudyRun]:
+    """The teacher head after a reset: a copy of the new head that follows the student at the
+    schedule's momentum (0.99: 67 % of the random draw is left after 39 steps), at 0.9 for the
+    39 steps after it (2 %), or the teacher's own EMA head kept (the new code reaches it only
+    through the EMA)."""
+    variants = {
+        "copy, momentum 0.9 for 39 steps": dict(reinit_teacher_momentum=0.9,
+                                                reinit_catchup_steps=39),
+        "copy, momentum 0.8 for 39 steps": dict(reinit_teacher_momentum=0.8,
+                                                reinit_catchup_steps=39),
+        "teacher keeps its EMA head": dict(teacher_head_policy="keep"),
+    }
+    return [StudyRun("catchup", name, "cifar-toy",
+                     bits(reinit_every=1, **{**FIXED, **changes}, **EVERY_STEP), seed=seed)
+            for name, changes in variants.items() for seed in SEEDS[:2]]
+
+
+def tuning() -> list[StudyRun]:
+    """The tuning the CPU recipe study did not do: BITS-reset (fixed handling, every epoch) on
+    the learning-rate grid BITS-fixed got; DINO below its grid's lowest lr (its best, 5e-4, was
+    at the edge); SimDINO with the BatchNorm-ended head BITS got. One seed, validation k-NN on
+    held-out training images, as cpu_recipe's tuning."""
+    runs = [StudyRun("tuning", f"BITS-reset lr={lr:g}", "cifar-toy",
+                     bits(reinit_every=1, lr=lr, clip_grad_mode="global", **FIXED),
+                     validate=True) for lr in (1e-3, 2e-3, 4e-3, 8e-3)]
+    runs += [StudyRun("tuning", f"DINO lr={lr:g}", "cifar-toy",
+                      {**method_settings("cifar-toy", "dino"), **QUIET, "lr": lr},
+                      validate=True) for lr in (2.5e-4, 1.25e-4)]
+    runs += [StudyRun("tuning", f"SimDINO BatchNorm-ended head lr={lr:g}", "cifar-toy",
+                      {**method_settings("cifar-toy", "simdino"), **QUIET, "lr": lr,
+                       "head_norm": "batchnorm"}, validate=True) for lr in (4e-3, 8e-3)]
+    return runs
+
+
+def scale() -> list[StudyRun]:
+    """A three times longer cifar-toy (15 epochs, 585 steps): never against a reset every 5
+    epochs (at 5 and 10, 195 steps apart), 2 seeds: does resetting pay once the head has time
+    to learn again?"""
+    longer = dict(epochs=15, **EVERY_STEP)
+    return [StudyRun("scale", name, "cifar-toy", bits(**longer, **changes), seed=seed)
+            for name, changes in (("never", dict(reinit_every=0)),
+                                  ("every 5 epochs", dict(reinit_every=5, **FIXED)))
+            for seed in SEEDS[:2]]
+
+
+GROUPS = {"handling": handling, "period": period, "catchup": catchup, "tuning": tuning,
+          "scale": scale}
 
 
 def main() -> None:
