@@ -137,8 +137,9 @@ def validate(c: Config) -> None:
         "reinit_warmup_steps": 0, "reinit_catchup_steps": 0,
     }
     for name, low in at_least.items():
-        if getattr(c, name) < low:
-            _fail(name, getattr(c, name), f"an integer >= {low}")
+        if getattr(c, name) is not None and getattr(c, name) < low:
+            _fail(name, getattr(c, name), f"an integer >= {low}"
+                  + (", or None" if name in optional_field_names(type(c)) else ""))
     _check_views(c)
     if c.warmup_epochs >= c.epochs and c.epochs > 1:
         _fail("warmup_epochs", c.warmup_epochs, f"smaller than epochs ({c.epochs})")
