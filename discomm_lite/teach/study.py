@@ -146,8 +146,10 @@ def run_study(specs: Sequence[StudyRun], runs_root: str | Path, results_dir: str
 
 def effective_config(values: Mapping) -> dict:
     """A config dict as it trains: the fields left to the method (None) replaced by the method's
-    values, and fields added since the dict was written (`checkpoint.FIELDS_ADDED`) filled in
-    with the behaviour of the code that wrote it."""
+    values, the head's warm-up left to the run (None) in steps where the dict says them, the
+    fields added since the dict was written (`checkpoint.FIELDS_ADDED`) filled in with the
+    behaviour of the code that wrote it, and what a head reset does made equal for runs without
+    one."""
     from discomm_lite.method import get_method
     from discomm_lite.training.checkpoint import FIELDS_ADDED
 
@@ -157,6 +159,10 @@ def effective_config(values: Mapping) -> dict:
                 "coding_rate_input": method.coding_rate_input}
     if not values.get("reinit_every") and not values.get("reinit_at_start"):
         values = {**values, **RESET_HANDLING}  # what a reset does cannot change a run without one
+    elif values.get("reinit_warmup_steps") is None and values.get("train_subset"):
+        # None: the run's own warm-up, in steps (an in-memory subset drops its last partial batch)
+        values = {**values, "reinit_warmup_steps":
+                  values["warmup_epochs"] * (values["train_subset"] // values["batch_size"])}
     return {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
 
 

@@ -132,7 +132,7 @@ def run_sweep(notebook: str | Path, grid: dict[str, list], out_dir: str | Path, 
 def summary_table(results: list[dict], row: str, column: str, metric: str):
     """A (rows x columns) table of `metric` from the runs' final evaluations (NaN if missing).
 
-    Returns (table as a list of lists, row values, column values), for `plots.plot_heatmap`.
+    Returns (table as a list of lists, row values, column values), for `viz.grids.plot_heatmap`.
     """
     rows = sorted({r["parameters"][row] for r in results})
     cols = sorted({r["parameters"][column] for r in results})

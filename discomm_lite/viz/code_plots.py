@@ -1,11 +1,10 @@
 """Figures of the codes a run emits (notebook 04): bit entropies and correlations, retrieval mAP
-against the bits kept, a t-SNE of the codes, galleries of one bit, bit-factor mutual information;
-and the annotated heat map of any table (a sweep's, notebook 08). Conventions: `plot_style`.
+against the bits kept, a t-SNE of the codes, galleries of one bit, bit-factor mutual information.
+Conventions: `style`; heat maps of tables (a sweep's, the lab's grid): `grids`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -177,48 +176,4 @@ def plot_factor_mi(mi, factor_names: Sequence[str], top: int = 16) -> Figure:
     ax.set_xticks(range(len(factor_names)), factor_names, rotation=45, ha="right")
     ax.set_yticks(range(len(best)), [f"bit {b}" for b in best])
     ax.set_title("bit-factor mutual information")
-    return fig
-
-
-def plot_heatmap(
-    table,
-    row_labels: Sequence[str],
-    col_labels: Sequence[str],
-    title: str = "",
-    *,
-    fmt: str = ".2f",
-    cmap: str = "viridis",
-) -> Figure:
-    """Annotated heat map of a 2-D table, e.g. a hyper-parameter sweep's final metric.
-
-    Args:
-        table: (R, C) values; NaN cells (runs that did not finish) are left blank.
-        row_labels: R names, for the rows.
-        col_labels: C names, for the columns.
-        title: figure title.
-        fmt: format spec of the cell annotations.
-        cmap: colour map.
-
-    Returns:
-        A figure with two axes: the heat map, with each value written in its cell, and its
-        colour bar.
-    """
-    table = as_numpy(table).astype(float)
-    if table.shape != (len(row_labels), len(col_labels)):
-        raise ValueError(f"table is {table.shape} but there are {len(row_labels)} row and "
-                         f"{len(col_labels)} column labels.")
-    fig = Figure(dpi=DPI, figsize=(0.9 * len(col_labels) + 2.5, 0.5 * len(row_labels) + 1.5),
-                 layout="constrained")
-    ax = fig.subplots()
-    _heatmap(fig, ax, table, title, cmap=cmap)
-    ax.set_xticks(range(len(col_labels)), col_labels)
-    ax.set_yticks(range(len(row_labels)), row_labels)
-    finite = table[np.isfinite(table)]
-    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
-    for (i, j), value in np.ndenumerate(table):
-        if math.isfinite(value):
-            # Dark text on the bright end of viridis-like maps, light text on the dark end.
-            colour = "black" if value > middle else "white"
-            ax.text(j, i, format(value, fmt), ha="center", va="center", color=colour)
-    ax.set_title(title)
     return fig
