@@ -203,6 +203,28 @@ def test_the_exercise_rule_exempts_only_tagged_cells():
 
 
 # ---- executed copies and costs -----------------------------------------------------------------
+def test_the_freshness_hash_follows_the_library_code_a_notebook_imports(tmp_path):
+    # A copy of the package: editing a module that 01's cells reach (through its imports, and
+    # theirs) changes 01's hash, so `check` asks for 01 to be executed again; editing a module
+    # they never reach leaves it alone.
+    execute = load_execute()
+    package = tmp_path / "discomm_lite"
+    shutil.copytree(execute.PACKAGE, package, ignore=shutil.ignore_patterns("__pycache__"))
+    nb = read(NOTEBOOK_DIR / "01_binary_channel.ipynb")
+    sources = [c.source for c in nb.cells if c.cell_type == "code"]
+    reached = execute.library_modules(sources, package)
+    before = execute.code_hash(nb, package, tmp_path / "no-studies")
+    losses = package / "method" / "losses.py"
+    assert losses in reached  # 01 shows bits_loss
+    losses.write_text(losses.read_text().replace("return loss, parts", "return 2 * loss, parts"))
+    assert execute.code_hash(nb, package, tmp_path / "no-studies") != before
+    others = sorted(set(package.rglob("*.py")) - set(reached))
+    assert others, "every module is reached: nothing to check the other way"
+    changed = execute.code_hash(nb, package, tmp_path / "no-studies")
+    others[0].write_text(others[0].read_text() + "\n# an edit 01 cannot see\n")
+    assert execute.code_hash(nb, package, tmp_path / "no-studies") == changed
+
+
 def test_outputs_come_from_a_default_run_of_the_current_code_and_costs_agree():
     execute = load_execute()
     assert execute.check() == []

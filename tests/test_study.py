@@ -13,6 +13,7 @@ from discomm_lite.teach.study import (
     StudyRun,
     load_results,
     mean_std,
+    paired_difference,
     run_study,
     summarize,
     training_key,
@@ -133,3 +134,14 @@ def test_study_tables_order_numbers_as_numbers_and_add_the_comparisons_runs_as_r
     rows = [line for line in table.splitlines() if line.startswith("| beta")]
     assert rows[0].startswith("| beta=0 | 0 | 0.400 |")
     assert rows[1].startswith("| beta=0.1 (BITS-fixed) | 0, 1 | 0.600 ± 0.141 |")
+
+
+def test_paired_difference_is_the_t_interval_of_the_seedwise_differences():
+    a = {0: 0.553, 1: 0.540, 2: 0.549, 3: 0.1}
+    b = {0: 0.555, 1: 0.544, 2: 0.546}  # seed 3 has no partner: left out
+    mean, half, n = paired_difference(a, b)
+    diffs = [-0.002, -0.004, 0.003]
+    assert n == 3 and mean == pytest.approx(statistics.mean(diffs))
+    # t(0.975, 2) = 4.3027 (tables), times the standard error of the mean difference
+    assert half == pytest.approx(4.3027 * statistics.stdev(diffs) / math.sqrt(3), rel=1e-4)
+    assert math.isnan(paired_difference({0: 1.0}, {0: 0.5})[1])

@@ -6,6 +6,7 @@ value and what it must be.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import os
@@ -39,9 +40,15 @@ class BaselineResetWarning(UserWarning):
     """Head resets asked for a method other than BITS (the paper: they make SimDINO diverge)."""
 
 
+@functools.cache
+def _hints(cls: type) -> dict:
+    # Evaluating the (string) annotations is the costly part of a Config's checks: once per class.
+    return typing.get_type_hints(cls)
+
+
 def plain_field_types(cls: type) -> dict[str, type]:
     """The plain Python type of each field of the dataclass `cls`, Optional removed."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     plain = {}
     for f in fields(cls):
         args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
@@ -51,7 +58,7 @@ def plain_field_types(cls: type) -> dict[str, type]:
 
 def optional_field_names(cls: type) -> frozenset[str]:
     """The fields of the dataclass `cls` that accept None."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     return frozenset(f.name for f in fields(cls)
                      if type(None) in typing.get_args(hints[f.name]))
 

@@ -263,6 +263,26 @@ def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
     return mean, math.sqrt(var), len(finite)
 
 
+def paired_difference(values: Mapping[int, float], reference: Mapping[int, float],
+                      confidence: float = 0.95) -> tuple[float, float, int]:
+    """The mean of `values - reference` over the seeds both have, and the half-width of its
+    `confidence` interval (Student's t with n - 1 degrees of freedom): (mean, half-width, n).
+
+    Pairing by seed removes what two settings share within a seed (the same initial weights and
+    batches), so the interval is usually narrower than the two settings' own spreads suggest. With
+    one seed the half-width is NaN (no spread to estimate).
+    """
+    from scipy.stats import t as student_t
+
+    seeds = sorted(set(values) & set(reference))
+    diffs = [values[s] - reference[s] for s in seeds
+             if math.isfinite(values[s]) and math.isfinite(reference[s])]
+    mean, std, n = mean_std(diffs)
+    if n < 2:
+        return mean, math.nan, n
+    return mean, float(student_t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n), n
+
+
 def over_seeds(values: Iterable[float]) -> float | tuple[float, float]:
     """(mean, std) over the seeds' values, or the value alone for one seed (no spread to show)."""
     mean, std, count = mean_std(values)

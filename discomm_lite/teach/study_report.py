@@ -31,10 +31,13 @@ def results_folder(study: str = "cpu_recipe") -> Path:
     return here / "studies" / "results" / study
 
 
-def study_results(group: str | None = None, study: str = "cpu_recipe",
+def study_results(group: str | None = None, study: str | Sequence[str] = "cpu_recipe",
                   results_dir: str | Path | None = None) -> list[dict]:
     """The results of `study`'s `group` (`study.load_results`), from `results_dir` (default:
-    `results_folder(study)`); says so when there are none."""
+    `results_folder(study)`; several studies: all their results); says so when there are
+    none."""
+    if not isinstance(study, str):
+        return [r for name in study for r in study_results(group, name)]
     results_dir = results_folder(study) if results_dir is None else Path(results_dir)
     results = load_results(results_dir, group) if results_dir.is_dir() else []
     if not results:
@@ -75,3 +78,25 @@ def floor_values(results: Sequence[dict], keys: Sequence[str]) -> dict[str, floa
     """key -> mean over the floor results (random-init networks) that have it."""
     means = {key: mean_std(metric(r, key) for r in results)[0] for key in keys}
     return {key: value for key, value in means.items() if math.isfinite(value)}
+
+
+def run_costs(results: Sequence[dict]) -> dict[str, dict]:
+    """dataset -> the measured cost of the studies' runs on it: median seconds per training step
+    and of a final evaluation, and the training set's size, for `lab.Lab.estimate_seconds`
+    (notebooks/costs.json keeps them: `notebooks/execute.py --costs`)."""
+    import statistics
+
+    by_dataset: dict[str, list[dict]] = {}
+    for r in results:
+        if r.get("kind") == "train" and r.get("train_seconds") and r.get("records"):
+            by_dataset.setdefault(r["config"]["dataset"], []).append(r)
+    costs = {}
+    for dataset, runs in by_dataset.items():
+        steps = [max(x["step"] for x in r["records"] if x["kind"] == "train") for r in runs]
+        costs[dataset] = {
+            "seconds_per_step": statistics.median(
+                r["train_seconds"] / n for r, n in zip(runs, steps, strict=True)),
+            "evaluation_seconds": statistics.median(r.get("eval_seconds", 0.0) for r in runs),
+            "train_images": max(r["config"]["train_subset"] or 0 for r in runs) or 50_000,
+            "runs": len(runs)}
+    return costs

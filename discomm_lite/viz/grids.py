@@ -46,7 +46,7 @@ def plot_heatmaps(
     *,
     row_name: str = "",
     col_name: str = "",
-    fmt: str = ".3f",
+    fmt: str = ".3g",
     cmap: str = "viridis",
     highlight: tuple[int, int] | None = None,
 ) -> Figure:
@@ -57,7 +57,8 @@ def plot_heatmaps(
             (the seeds' standard deviation; None or NaN cells: one seed, nothing written).
             NaN means: a cell not run, greyed and labelled so.
         row_labels, col_labels: R and C names; `row_name` and `col_name` label the axes.
-        fmt: the format of the written values.
+        fmt: the format of the written values (default: 3 significant digits, so a k-NN of
+            0.553 and an effective dimension of 26.2 both read well).
         cmap: the colour map (each panel its own scale).
         highlight: (row, column) of a cell to outline (the lab's chosen setting).
 
