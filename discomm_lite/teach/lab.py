@@ -20,23 +20,15 @@ from discomm_lite.teach.study import (
     effective_config,
     mean_std,
     over_seeds,
+    paired_difference,
     training_key,
 )
-from discomm_lite.teach.study_report import floor_values
+from discomm_lite.teach.study_report import floor_values, reset_health_table
 from discomm_lite.teach.tables import MarkdownTable, markdown_table
 
 # The knobs of the lab, in the order the widgets show them.
 LAB_FIELDS = ("n_bits", "reinit_every", "coding_rate_weight", "agreement", "targets",
               "target_temperature")
-# Values every widget offers besides the grid's (the configured value is always added).
-LAB_OPTIONS = {
-    "n_bits": (16, 32, 64, 128, 256),
-    "reinit_every": (0, 1, 2, 3, 4, 5),
-    "coding_rate_weight": (0.0, 0.03, 0.1, 0.3, 1.0),
-    "agreement": ("bce", "cosine"),
-    "targets": ("hard", "soft"),
-    "target_temperature": (0.05, 0.1, 0.2, 1.0),
-}
 # What the final evaluations are called where the lab shows them.
 LAB_KEYS = {"knn20_top1": "k-NN@20", "map_hamming_16": "code mAP, first 16 bits",
             "effective_dim": "effective dimension", "map_cosine": "feature mAP",
@@ -259,6 +251,24 @@ class Lab:
             self.tried[label] = self.precomputed(setting)  # remembered: the next look is instant
         return mean_std(final_value(run.final, key) for run in self.tried.get(label, []))
 
+    def paired(self, setting: Mapping, key: str, reference: Mapping | None = None
+               ) -> tuple[float, float, int]:
+        """(mean, 95% half-width, seeds) of `setting` minus `reference` (the base by default),
+        paired by seed (`study.paired_difference`); NaN where either is not available."""
+        values = [{run.seed: final_value(run.final, key) for run in self.runs_if_known(s)}
+                  for s in (setting, reference or {})]
+        return paired_difference(*values)
+
+    def reset_health(self, setting: Mapping) -> MarkdownTable:
+        """Each head reset of `setting`'s runs, from their records (`reset_health_table`)."""
+        return reset_health_table([(run.seed, run.records)
+                                   for run in self.runs_if_known(setting)])
+
+    def runs_if_known(self, setting: Mapping) -> list[LabRun]:
+        """`setting`'s runs when it was tried or is precomputed ([] otherwise: nothing trains)."""
+        self.value(setting, "knn20_top1")  # remembers a precomputed setting as tried
+        return self.tried.get(self.label(setting), [])
+
     def grid(self, rows: str, columns: str, row_values: Sequence, column_values: Sequence,
              key: str) -> tuple[list[list[float]], list[list[float]]]:
         """(means, spreads) of `key` over the precomputed settings rows x columns (the base's
@@ -338,11 +348,3 @@ class Lab:
                          *(over_seeds(final_value(f, k) for f in finals) for k in keys)])
         return markdown_table(rows, ["setting", "seeds", "source",
                                      *(LAB_KEYS.get(k, k) for k in keys)])
-
-    def options(self, field: str) -> list:
-        """What a widget of `field` offers: the usual values, the grid's and the configured one
-        (so any configured value can be shown, e.g. n_bits = 48)."""
-        current = effective_config(self.base.to_dict())[field]
-        grid = {effective_config(r["config"])[field] for r in self.grid_runs}
-        return sorted({*LAB_OPTIONS[field], *grid, current},
-                      key=str if isinstance(current, str) else float)

@@ -12,6 +12,15 @@ from collections.abc import Mapping, Sequence
 from discomm_lite.teach.lab import LAB_FIELDS, LAB_KEYS, Lab
 from discomm_lite.teach.study import effective_config
 
+# Values every widget offers besides the grid's (the configured value is always added).
+LAB_OPTIONS = {
+    "n_bits": (16, 32, 64, 128, 256),
+    "reinit_every": (0, 1, 2, 3, 4, 5),
+    "coding_rate_weight": (0.0, 0.03, 0.1, 0.3, 1.0),
+    "agreement": ("bce", "cosine"),
+    "targets": ("hard", "soft"),
+    "target_temperature": (0.05, 0.1, 0.2, 1.0),
+}
 # What the status line reports of a setting, in this order.
 STATUS_KEYS = ("knn20_top1", "map_hamming_16", "effective_dim")
 
@@ -50,15 +59,17 @@ def lab_panel(lab: Lab, *, rows: str = "n_bits", columns: str = "reinit_every",
     from IPython.display import display
 
     base = effective_config(lab.base.to_dict())
-    controls = {name: widgets.Dropdown(options=lab.options(name), value=base[name],
+    controls = {name: widgets.Dropdown(options=widget_options(lab, name), value=base[name],
                                        description=name,
                                        style={"description_width": "initial"})
                 for name in fields}
     status = widgets.HTML()
+    status.add_class("discomm-lab-status")  # what a browser test (and a stylesheet) can find
     train_button = widgets.Button(description="Train", disabled=True, icon="play")
     progress = widgets.IntProgress(min=0, max=1, description="training",
                                    layout=widgets.Layout(visibility="hidden"))
     heatmaps, curves = widgets.Output(), widgets.Output()
+    heatmaps.add_class("discomm-lab-heatmaps")
 
     def chosen() -> dict:
         return {name: control.value for name, control in controls.items()}
@@ -120,3 +131,12 @@ def lab_panel(lab: Lab, *, rows: str = "n_bits", columns: str = "reinit_every",
 def _steps_per_epoch(lab: Lab, config) -> int:
     cost = lab.costs.get(config.dataset, {})
     return (config.train_subset or cost.get("train_images", 0)) // config.batch_size
+
+
+def widget_options(lab: Lab, field: str) -> list:
+    """What a widget of `field` offers: the usual values, the grid's and the configured one
+    (so any configured value can be shown, e.g. n_bits = 48)."""
+    current = effective_config(lab.base.to_dict())[field]
+    grid = {effective_config(r["config"])[field] for r in lab.grid_runs}
+    return sorted({*LAB_OPTIONS[field], *grid, current},
+                  key=str if isinstance(current, str) else float)

@@ -100,3 +100,24 @@ def run_costs(results: Sequence[dict]) -> dict[str, dict]:
             "train_images": max(r["config"]["train_subset"] or 0 for r in runs) or 50_000,
             "runs": len(runs)}
     return costs
+
+
+def reset_health_table(runs: Sequence[tuple[int, Sequence[dict]]]) -> MarkdownTable:
+    """Every head reset of `runs` ((seed, metrics records) pairs): the coding rate just before it,
+    its lowest value after it as a fraction of that, and the steps until it was back at 90 % of
+    it (`training.reset.reset_health`; records written before those records existed are read
+    the same way)."""
+    from discomm_lite.training.reset import reset_health
+
+    rows = []
+    for seed, records in runs:
+        resets = [i for i, r in enumerate(records) if r["kind"] == "reinit"] + [len(records)]
+        for end in resets[1:]:  # each reset's period ends where the next reset starts
+            health = reset_health(records[:end], records[end - 1]["step"])
+            if health is None or health["coding_rate_before"] is None:
+                continue
+            rows.append([seed, health["reset_step"], health["coding_rate_before"],
+                         health["coding_rate_min"] / health["coding_rate_before"],
+                         health["steps_to_recover"]])
+    return markdown_table(rows, ["seed", "reset at step", "rate before", "lowest / before",
+                                 "steps to 90 %"], digits=2)
