@@ -71,9 +71,10 @@ class Config:
     # >= 0.996, so the teacher head forgets its random draw; a 39-step toy epoch at 0.99 does not.
     reinit_teacher_momentum: float | None = None
     reinit_catchup_steps: int = 0
-    # Also reset when the run ends before the reset's period does (the paper's calendar, 10 of 100
-    # epochs, never does; False keeps the final codes those of a head that learned for a period).
-    reinit_partial_period: bool = True
+    # Also reset when the run ends before the reset's period does. False (the paper's calendar:
+    # resets at 10, 20, ..., 90 of 100 epochs, each with a whole period after it) keeps the final
+    # codes those of a head that learned for a whole period.
+    reinit_partial_period: bool = False
 
     # ---- DINO's options (method dino only; discomm_lite.method.dino reads them) ------------
     n_prototypes: int = 4096  # 65536 in DINO's ImageNet recipe

@@ -159,10 +159,14 @@ def effective_config(values: Mapping) -> dict:
                 "coding_rate_input": method.coding_rate_input}
     if not values.get("reinit_every") and not values.get("reinit_at_start"):
         values = {**values, **RESET_HANDLING}  # what a reset does cannot change a run without one
-    elif values.get("reinit_warmup_steps") is None and values.get("train_subset"):
-        # None: the run's own warm-up, in steps (an in-memory subset drops its last partial batch)
-        values = {**values, "reinit_warmup_steps":
-                  values["warmup_epochs"] * (values["train_subset"] // values["batch_size"])}
+    else:
+        if values.get("reinit_warmup_steps") is None and values.get("train_subset"):
+            # None: the run's own warm-up in steps (an in-memory subset drops its partial batch)
+            values = {**values, "reinit_warmup_steps":
+                      values["warmup_epochs"] * (values["train_subset"] // values["batch_size"])}
+        if values.get("reinit_every") and values["epochs"] % values["reinit_every"] == 0:
+            # every reset's period ends with the run: whether a partial one may start is moot
+            values = {**values, "reinit_partial_period": RESET_HANDLING["reinit_partial_period"]}
     return {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
 
 
