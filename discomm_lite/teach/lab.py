@@ -18,6 +18,7 @@ from discomm_lite.teach.notebook import cached_train, find_data_root, is_smoke
 from discomm_lite.teach.study import (
     RESET_HANDLING,
     effective_config,
+    final_value,
     mean_std,
     over_seeds,
     paired_difference,
@@ -46,17 +47,6 @@ class LabRun:
     records: list
     final: dict | None
     source: str  # "precomputed" (a study's run) or "trained here"
-
-
-def final_value(final: Mapping | None, key: str) -> float:
-    """A final evaluation's value: `map_hamming_<b>` reads the mAP of the codes' first b bits
-    (`map_vs_bits`), so codes of different lengths compare at an equal length; NaN if absent."""
-    final = final or {}
-    if key.startswith("map_hamming_"):
-        bits = key.rsplit("_", 1)[1]
-        by_bits = final.get("map_vs_bits") or {}  # int keys; str once saved as JSON
-        return float(by_bits.get(bits, by_bits.get(int(bits), math.nan)))
-    return float(final.get(key, math.nan))
 
 
 def _same_run(config: Config, candidate: Mapping, ignore: Sequence[str] = ()) -> bool:

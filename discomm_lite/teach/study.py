@@ -244,11 +244,45 @@ def load_results(results_dir: str | Path, group: str | None = None) -> list[dict
     return [r for r in results if group is None or r["group"] == group]
 
 
+def final_value(final: Mapping | None, key: str) -> float:
+    """A final evaluation's value: `map_hamming_<b>` reads the mAP of the codes' first b bits
+    (`map_vs_bits`), so codes of different lengths compare at an equal length; NaN if absent."""
+    final = final or {}
+    if key.startswith("map_hamming_"):
+        bits = key.rsplit("_", 1)[1]
+        by_bits = final.get("map_vs_bits") or {}  # int keys; str once saved as JSON
+        return float(by_bits.get(bits, by_bits.get(int(bits), math.nan)))
+    return float(final.get(key, math.nan))
+
+
+def reset_healths(records: Sequence[dict]) -> list[dict]:
+    """The "reset_health" record of each head reset in a run's `records`, each over the period
+    up to the next reset (`training.reset.reset_health`; also for runs logged before the
+    training loop wrote them)."""
+    from discomm_lite.training.reset import reset_health
+
+    resets = [i for i, r in enumerate(records) if r["kind"] == "reinit"] + [len(records)]
+    healths = [reset_health(records[:end], records[end - 1]["step"]) for end in resets[1:]]
+    return [h for h in healths if h is not None]
+
+
+def lowest_rate_after_reset(records: Sequence[dict]) -> float:
+    """The lowest coding rate after a head reset, as a fraction of the rate just before it, over
+    a run's resets (NaN without a reset): under 0.5, a reset collapsed the channel."""
+    ratios = [h["coding_rate_min"] / h["coding_rate_before"] for h in reset_healths(records)
+              if h["coding_rate_before"]]
+    return min(ratios) if ratios else math.nan
+
+
 def metric(result: dict, key: str) -> float:
-    """A number of a result: its evaluation, validation, or last train record (NaN if absent)."""
-    for source in (result.get("eval") or {}, result.get("validation") or {}):
-        if key in source:
-            return float(source[key])
+    """A number of a result: its evaluation (`final_value`: `map_hamming_<b>` too), validation,
+    `reset_rate_low` (`lowest_rate_after_reset`), or its last train record (NaN if absent)."""
+    if key == "reset_rate_low":
+        return lowest_rate_after_reset(result.get("records", []))
+    if key in (result.get("eval") or {}) or key.startswith("map_hamming_"):
+        return final_value(result.get("eval"), key)
+    if key in (result.get("validation") or {}):
+        return float(result["validation"][key])
     train_records = [r for r in result.get("records", []) if r["kind"] == "train"]
     if train_records and key in train_records[-1]:
         return float(train_records[-1][key])

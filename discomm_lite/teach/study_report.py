@@ -9,7 +9,14 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from discomm_lite.teach.study import load_results, mean_std, metric, summarize
+from discomm_lite.teach.study import (
+    load_results,
+    mean_std,
+    metric,
+    paired_difference,
+    reset_healths,
+    summarize,
+)
 from discomm_lite.teach.tables import MarkdownTable, markdown_table
 
 
@@ -105,19 +112,40 @@ def run_costs(results: Sequence[dict]) -> dict[str, dict]:
 def reset_health_table(runs: Sequence[tuple[int, Sequence[dict]]]) -> MarkdownTable:
     """Every head reset of `runs` ((seed, metrics records) pairs): the coding rate just before it,
     its lowest value after it as a fraction of that, and the steps until it was back at 90 % of
-    it (`training.reset.reset_health`; records written before those records existed are read
-    the same way)."""
-    from discomm_lite.training.reset import reset_health
-
-    rows = []
-    for seed, records in runs:
-        resets = [i for i, r in enumerate(records) if r["kind"] == "reinit"] + [len(records)]
-        for end in resets[1:]:  # each reset's period ends where the next reset starts
-            health = reset_health(records[:end], records[end - 1]["step"])
-            if health is None or health["coding_rate_before"] is None:
-                continue
-            rows.append([seed, health["reset_step"], health["coding_rate_before"],
-                         health["coding_rate_min"] / health["coding_rate_before"],
-                         health["steps_to_recover"]])
+    it (`study.reset_healths`)."""
+    rows = [[seed, h["reset_step"], h["coding_rate_before"],
+             h["coding_rate_min"] / h["coding_rate_before"], h["steps_to_recover"]]
+            for seed, records in runs for h in reset_healths(records) if h["coding_rate_before"]]
     return markdown_table(rows, ["seed", "reset at step", "rate before", "lowest / before",
                                  "steps to 90 %"], digits=2)
+
+
+# The final comparison of the CPU studies: the methods of cpu_recipe's comparison, with BITS-reset
+# from the reset study (the head reset as the preset makes it, `studies/resets.py`, group final).
+FINAL_METHODS = ("BITS-fixed", "BITS-reset", "SimDINO", "DINO")
+
+
+def final_comparison(results: Sequence[dict]) -> list[dict]:
+    """The final comparison's results among the studies' `results`: cpu_recipe's comparison
+    runs of BITS-fixed, SimDINO and DINO, and the reset study's BITS-reset (renamed so)."""
+    chosen = [r for r in results if r["group"] == "comparison" and r["variant"] != "BITS-reset"]
+    chosen += [{**r, "group": "comparison", "variant": "BITS-reset"} for r in results
+               if r["group"] == "final" and r["variant"].startswith("BITS-reset")]
+    return chosen
+
+
+def paired_differences(results: Sequence[dict], keys: Sequence[str], reference: str,
+                       variants: Sequence[str]) -> MarkdownTable:
+    """Each variant minus `reference`, paired by seed (`study.paired_difference`): the mean
+    difference and its 95 % interval, one column per key."""
+    def by_seed(variant: str, key: str) -> dict[int, float]:
+        return {r["seed"]: metric(r, key) for r in results if r["variant"] == variant}
+
+    rows = []
+    for variant in variants:
+        if variant == reference:
+            continue
+        cells = [paired_difference(by_seed(variant, k), by_seed(reference, k)) for k in keys]
+        rows.append([f"{variant} - {reference}", max(n for _, _, n in cells),
+                     *(f"{m:+.3f} ± {h:.3f}" if math.isfinite(h) else "–" for m, h, _ in cells)])
+    return markdown_table(rows, ["difference (95 % interval)", "seeds", *keys])
