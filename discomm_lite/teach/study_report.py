@@ -149,3 +149,21 @@ def paired_differences(results: Sequence[dict], keys: Sequence[str], reference: 
         rows.append([f"{variant} - {reference}", max(n for _, _, n in cells),
                      *(f"{m:+.3f} ± {h:.3f}" if math.isfinite(h) else "–" for m, h, _ in cells)])
     return markdown_table(rows, ["difference (95 % interval)", "seeds", *keys])
+
+
+def factor_information(results: Sequence[dict], field: str, factors: Sequence[str]
+                       ) -> dict[str, list[dict]]:
+    """factor -> one record per value of `field` among `results` (a synthetic grid): the mean over
+    seeds of the largest mutual information of one bit with the factor (`code_max_mi_<factor>`),
+    for `plots.plot_metrics(..., x=field)`; the values of `field` in order."""
+    from discomm_lite.teach.study import effective_config
+
+    values = sorted({effective_config(r["config"])[field] for r in results})
+    curves = {}
+    for factor in factors:
+        curves[factor] = []
+        for value in values:
+            runs = [r for r in results if effective_config(r["config"])[field] == value]
+            mean = mean_std(metric(r, f"code_max_mi_{factor}") for r in runs)[0]
+            curves[factor].append({field: value, "best bit's information (bits)": mean})
+    return curves

@@ -57,11 +57,14 @@ def plot_bit_correlation(corr) -> Figure:
     return fig
 
 
-def plot_map_vs_bits(results: Mapping[str, Mapping[int, float]]) -> Figure:
+def plot_map_vs_bits(results: Mapping[str, Mapping[int, float]], *,
+                     chance: float | None = None) -> Figure:
     """Retrieval mAP against the number of bits kept (``evaluate.map_vs_bits``; paper, Sec. 5).
 
     Args:
         results: name -> {bits kept: mAP}, one line each.
+        chance: the mAP of a random ranking (the share of relevant items for each query, e.g.
+            1 / classes for balanced classes), drawn as a dashed line.
 
     Returns:
         A figure with one axes and one line per name, the bit axis in powers of two.
@@ -73,6 +76,9 @@ def plot_map_vs_bits(results: Mapping[str, Mapping[int, float]]) -> Figure:
         bits = sorted(by_bits)
         all_bits.update(bits)
         ax.plot(bits, [by_bits[b] for b in bits], marker="o", label=name)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1,
+                   label=f"chance (a random ranking, {chance:.2f})")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(all_bits), [str(b) for b in sorted(all_bits)])
     ax.set(xlabel="bits kept", ylabel="mAP")
@@ -80,13 +86,16 @@ def plot_map_vs_bits(results: Mapping[str, Mapping[int, float]]) -> Figure:
     return fig
 
 
-def plot_tsne(embedding, labels=None, classes: Sequence[str] | None = None) -> Figure:
+def plot_tsne(embedding, labels=None, classes: Sequence[str] | None = None, *,
+              title: str = "t-SNE") -> Figure:
     """Scatter plot of a 2-D embedding (``language.hamming_tsne``), coloured by label.
 
     Args:
         embedding: (M, 2) coordinates.
-        labels: (M,) integer labels, or ``None`` for one colour.
-        classes: class names indexed by label, for the legend.
+        labels: (M,) integer labels (the class, or any factor's value), or ``None`` for one
+            colour.
+        classes: names indexed by label, for the legend.
+        title: what the colours are.
 
     Returns:
         A figure with one axes holding one scatter collection per label present.
@@ -101,7 +110,7 @@ def plot_tsne(embedding, labels=None, classes: Sequence[str] | None = None) -> F
         points = embedding[labels == label]
         name = classes[label] if classes is not None else str(label)
         ax.scatter(points[:, 0], points[:, 1], s=6, color=colour, label=name)
-    ax.set(xticks=[], yticks=[], title="t-SNE")
+    ax.set(xticks=[], yticks=[], title=title)
     if len(present) > 1:
         ax.legend(markerscale=2, fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5))
     return fig

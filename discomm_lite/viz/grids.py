@@ -15,6 +15,12 @@ from discomm_lite.viz.style import DPI, as_numpy
 Table = Sequence[Sequence[float]]
 
 
+def _format(value: float, fmt: str) -> str:
+    if fmt == "auto":
+        fmt = ".3f" if abs(value) < 10 else ".1f"
+    return format(value, fmt)
+
+
 def _draw(fig: Figure, ax, mean: np.ndarray, spread: np.ndarray | None, title: str, fmt: str,
           cmap: str, highlight: tuple[int, int] | None) -> None:
     finite = mean[np.isfinite(mean)]
@@ -26,9 +32,9 @@ def _draw(fig: Figure, ax, mean: np.ndarray, spread: np.ndarray | None, title: s
         if not math.isfinite(value):
             ax.text(j, i, "not run", ha="center", va="center", color="grey", fontsize="small")
             continue
-        text = format(value, fmt)
+        text = _format(value, fmt)
         if spread is not None and math.isfinite(spread[i, j]):
-            text += f"\n± {format(spread[i, j], fmt)}"
+            text += f"\n± {_format(spread[i, j], fmt)}"
         # Dark text on the bright end of viridis-like maps, light text on the dark end.
         ax.text(j, i, text, ha="center", va="center", fontsize="small",
                 color="black" if value > middle else "white")
@@ -46,7 +52,7 @@ def plot_heatmaps(
     *,
     row_name: str = "",
     col_name: str = "",
-    fmt: str = ".3g",
+    fmt: str = "auto",
     cmap: str = "viridis",
     highlight: tuple[int, int] | None = None,
 ) -> Figure:
@@ -57,8 +63,8 @@ def plot_heatmaps(
             (the seeds' standard deviation; None or NaN cells: one seed, nothing written).
             NaN means: a cell not run, greyed and labelled so.
         row_labels, col_labels: R and C names; `row_name` and `col_name` label the axes.
-        fmt: the format of the written values (default: 3 significant digits, so a k-NN of
-            0.553 and an effective dimension of 26.2 both read well).
+        fmt: the format of the written values; "auto": 3 decimals below 10 and 1 above, so a
+            k-NN of 0.553 and an effective dimension of 26.2 both read well.
         cmap: the colour map (each panel its own scale).
         highlight: (row, column) of a cell to outline (the lab's chosen setting).
 
