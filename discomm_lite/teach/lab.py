@@ -31,7 +31,8 @@ from discomm_lite.teach.tables import MarkdownTable, markdown_table
 LAB_FIELDS = ("n_bits", "reinit_every", "coding_rate_weight", "agreement", "targets",
               "target_temperature")
 # What the final evaluations are called where the lab shows them.
-LAB_KEYS = {"knn20_top1": "k-NN@20", "map_hamming_16": "code mAP, first 16 bits",
+LAB_KEYS = {"knn20_top1": "k-NN@20", "knn200_top1": "k-NN@200",
+            "map_hamming_16": "code mAP, first 16 bits",
             "effective_dim": "effective dimension", "map_cosine": "feature mAP",
             "code_mean_abs_correlation": "mean |bit correlation|"}
 # The fields a random-init network's backbone depends on (its floor).
