@@ -39,7 +39,7 @@ def _count(low: int):
     return parse
 
 
-def add_executor_options(parser: argparse.ArgumentParser, default_cpus: int = 1) -> None:
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
     """The options that say where a batch's runs go (`executor_from_args` reads them)."""
     group = parser.add_argument_group(
         "where the runs go",
@@ -47,34 +47,36 @@ def add_executor_options(parser: argparse.ArgumentParser, default_cpus: int = 1)
         "submitit; OUT must be on a file system the nodes share. submitit-local: the slurm code "
         "path on this machine, every run at once (to try a set-up).")
     group.add_argument("--executor", choices=KINDS, default="local", help="(default: local)")
-    group.add_argument("--jobs", type=_count(1), default=None,
+    group.add_argument("--jobs", type=_count(1), default=None, metavar="N",
                        help="local: runs at a time (default 2)")
     group.add_argument("--wait", action="store_true",
                        help="slurm, submitit-local: wait for the jobs and report as local does "
                             "(default: return once they are queued; see the status command)")
     slurm = parser.add_argument_group("SLURM settings (--executor slurm or submitit-local)")
-    slurm.add_argument("--slurm-partition", default=None)
-    slurm.add_argument("--slurm-gpus-per-task", type=_count(0), default=None,
+    slurm.add_argument("--slurm-partition", default=None, metavar="NAME")
+    slurm.add_argument("--slurm-gpus-per-task", type=_count(0), default=None, metavar="N",
                        help="GPUs of each run (default 0)")
-    slurm.add_argument("--slurm-cpus-per-task", type=_count(1), default=None,
-                       help=f"CPU cores of each run (default {default_cpus})")
-    slurm.add_argument("--slurm-mem-gb", type=float, default=None, help="memory of each run")
+    slurm.add_argument("--slurm-cpus-per-task", type=_count(1), default=None, metavar="N",
+                       help="CPU cores of each run (default 1, or a study's --threads)")
+    slurm.add_argument("--slurm-mem-gb", type=float, default=None, metavar="GB",
+                       help="memory of each run")
     slurm.add_argument("--slurm-time", type=_count(1), default=None, metavar="MINUTES",
                        help="time limit of each job (default 120); a run that needs longer is "
                             "requeued from its checkpoint, --slurm-max-requeues times")
     slurm.add_argument("--slurm-array-parallelism", type=_count(1), default=None,
+                       metavar="N",
                        help="jobs of the array running at once (default 16)")
-    slurm.add_argument("--slurm-account", default=None)
-    slurm.add_argument("--slurm-qos", default=None)
+    slurm.add_argument("--slurm-account", default=None, metavar="NAME")
+    slurm.add_argument("--slurm-qos", default=None, metavar="NAME")
     slurm.add_argument("--slurm-setup", action="append", default=None, metavar="COMMAND",
                        help="a shell line run before each job, e.g. 'module load cuda' "
                             "(repeatable)")
     slurm.add_argument("--slurm-flag", action="append", default=None, metavar="NAME[=VALUE]",
                        help="any other sbatch flag, e.g. constraint=a100 or exclusive "
                             "(repeatable)")
-    slurm.add_argument("--slurm-max-requeues", type=_count(0), default=None,
+    slurm.add_argument("--slurm-max-requeues", type=_count(0), default=None, metavar="N",
                        help="time-outs and preemptions a run survives (default 3)")
-    parser.set_defaults(default_cpus=default_cpus)
+    parser.set_defaults(default_cpus=1)
 
 
 def executor_from_args(args: argparse.Namespace) -> Executor:
