@@ -279,7 +279,9 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     failed = [r for r in results if r["status"] != "ok"]
     for r in failed:
-        print(f"{r['status'].upper()} {r['name']}: {r['error']}", file=sys.stderr)
+        why = r["error"] or ("run by another process: python -m discomm_lite status "
+                             f"{args.out}" if r["status"] == "running" else "no error recorded")
+        print(f"{r['status'].upper()} {r['name']}: {why}", file=sys.stderr)
     counts = collections.Counter(r["status"] for r in results)
     print(f"{', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}; summary in "
           f"{args.out}/summary.json")
