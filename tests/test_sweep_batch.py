@@ -85,6 +85,13 @@ def wait_for(condition, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def job_controller(out: Path) -> psutil.Process:
+    """The process of submitit's local job for the sweep in `out` (a child of this one)."""
+    (controller,) = [p for p in psutil.Process().children()
+                     if str(out / "jobs" / "submitit") in " ".join(p.cmdline())]
+    return controller
+
+
 def processes_marked(mark: str) -> list[psutil.Process]:
     """The live processes (kernels included) started under DISCOMM_TEST_MARK=mark."""
     found = []
@@ -185,7 +192,8 @@ def test_a_killed_job_resumes_on_resubmission_with_no_duplicate_steps(trainer, t
                                                                        wait=False))
     wait_for(lambda: (run / "checkpoint.pt").exists() and len(train_steps(run)) >= 10, 300,
              "two epochs")
-    for process in psutil.Process().children(recursive=True):  # the node is lost: kill -9
+    controller = job_controller(out)
+    for process in [controller, *controller.children(recursive=True)]:  # the node is lost
         process.kill()
     time.sleep(1)
     assert (run / "run.lock").exists() and (out / "jobs" / "n_bits=8.lock").exists()
@@ -208,7 +216,7 @@ def test_a_preempted_job_saves_requeues_and_resumes(trainer, tmp_path):
     run_sweep(trainer, {"n_bits": [8]}, out, parameters={"epochs": 6},
               executor=Executor("submitit-local", wait=False))
     wait_for(lambda: len(train_steps(run)) >= 6, 300, "training")
-    (controller,) = psutil.Process().children()
+    controller = job_controller(out)
     (job,) = controller.children()
     os.kill(job.pid, signal.SIGUSR2)  # SLURM's signal before a time limit or a preemption
     wait_for(lambda: not controller.is_running() or controller.status() == "zombie", 300,

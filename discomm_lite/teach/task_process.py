@@ -130,7 +130,7 @@ def _outcome(work: Callable[[], dict]) -> dict:
     except SystemExit as e:
         if isinstance(e.code, int) and e.code > 128:
             name = signal.Signals(e.code - 128).name
-            text = str(e) if str(e) != str(e.code) else f"stopped by {name}"
+            text = f"stopped by {name}" + (f": {e}" if str(e) != str(e.code) else "")
             return {"status": "interrupted", "error": text}
         return {"status": "failed", "error": f"exited with {e.code!r}"}
     except Exception as e:
@@ -148,7 +148,8 @@ def child_main(task: Task, folder: Path, parent: int, job: dict | None = None) -
     one with SIGTERM instead. When `parent` dies (a kernel restarted, a job killed), this process
     stops itself as if it had received SIGTERM.
     """
-    os.setpgrp()
+    if hasattr(os, "setpgrp"):  # POSIX
+        os.setpgrp()
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     preempt = getattr(signal, "SIG" + os.environ.get("SUBMITIT_PREEMPT_SIGNAL", "USR2"), None)
@@ -268,9 +269,8 @@ def _children() -> list[psutil.Process]:
 def _interrupt_children() -> None:
     for child in _children():
         try:  # a kernel leads its own process group: interrupt it as Jupyter does
-            group = os.getpgid(child.pid)
-            if group == child.pid:
-                os.killpg(group, signal.SIGINT)
+            if hasattr(os, "killpg") and os.getpgid(child.pid) == child.pid:
+                os.killpg(child.pid, signal.SIGINT)
             else:
                 os.kill(child.pid, signal.SIGINT)
         except (ProcessLookupError, PermissionError):
