@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import submitit
 
+from discomm_lite.atomic import atomic_write
 from discomm_lite.teach.task_process import (
     STOP_GRACE_S,
     TASKS_FILE,
@@ -172,6 +173,4 @@ def _note_jobs(folder: Path, kind: str, tasks: Sequence[Task], jobs: Sequence) -
                             "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr),
                             "submission_file": str(job.paths.submission_file)}
     text = (json.dumps(noted, indent=1) + "\n").encode()
-    from discomm_lite.atomic import atomic_write
-
     atomic_write(path, lambda f: f.write(text))

@@ -34,7 +34,7 @@ from discomm_lite.teach.executors import Executor, Task
 from discomm_lite.teach.papermill import check_parameters
 from discomm_lite.teach.task_process import kernels_interrupted, read_record, state
 from discomm_lite.training import runlog
-from discomm_lite.training.runlock import FileLock, LockHeld
+from discomm_lite.training.runlock import FileLock, LockHeld, dead_holder, read_holder
 
 JOBS_FOLDER = "jobs"  # the points' records and locks, submitit's files and logs
 SUMMARY_FILE = "summary.json"
@@ -130,8 +130,9 @@ def run_sweep(notebook: str | Path, grid: dict[str, list], out_dir: str | Path, 
     Every name, and `out_dir` (each run's folder), must be assigned by the notebook's parameters
     cell; anything else is refused before a run starts. `executor` says where the points run
     (default: this machine, `jobs` at a time, 2 by default). A point whose record says "ok" is
-    skipped; any other runs again, and its training resumes from its checkpoint. `out_dir` keeps
-    one sweep: another sweep (other notebook, grid or parameters) is refused there.
+    skipped, and so is one whose lock a process that may still run holds (another sweep's, a job
+    on another node); any other runs again, and its training resumes from its checkpoint.
+    `out_dir` keeps one sweep: another sweep (other notebook, grid or parameters) is refused.
 
     Returns one record per point: name, parameters, status ("ok", "failed", "interrupted",
     "running" elsewhere, "died", "pending"), error, final_eval; the same as `OUT/summary.json`.
@@ -157,7 +158,8 @@ def run_sweep(notebook: str | Path, grid: dict[str, list], out_dir: str | Path, 
     tasks = [Task(name, partial(execute_point, notebook, str(out / name), values),
                   lock=str(folder / f"{name}.lock"), done=partial(_point_done, folder, name),
                   after=partial(write_summary, out))
-             for name, values in plan.items() if not _point_done(folder, name)]
+             for name, values in plan.items()
+             if not _point_done(folder, name) and not _held(folder / f"{name}.lock")]
     executor = executor or Executor()
     if executor.kind == "local":
         at_once = min(executor.jobs or jobs or 2, max(1, len(tasks)), os.cpu_count() or 1)
@@ -176,6 +178,12 @@ def run_sweep(notebook: str | Path, grid: dict[str, list], out_dir: str | Path, 
 
 def _point_done(folder: Path, name: str) -> bool:
     return state(read_record(folder, name)) == "ok"
+
+
+def _held(lock: Path) -> bool:
+    """Whether a process that may still run holds the point (its lock, if any, is not stale)."""
+    holder = read_holder(lock) if lock.exists() else None
+    return holder is not None and dead_holder(holder) is None
 
 
 def claim_folder(out: Path, definition: dict) -> None:

@@ -128,8 +128,8 @@ def _outcome(work: Callable[[], dict]) -> dict:
     except KeyboardInterrupt as e:
         return {"status": "interrupted", "error": str(e) or "stopped by SIGINT"}
     except SystemExit as e:
-        if isinstance(e.code, int) and e.code > 128:
-            name = signal.Signals(e.code - 128).name
+        name = _signal_name(e.code - 128) if isinstance(e.code, int) else None
+        if name:
             text = f"stopped by {name}" + (f": {e}" if str(e) != str(e.code) else "")
             return {"status": "interrupted", "error": text}
         return {"status": "failed", "error": f"exited with {e.code!r}"}
@@ -163,12 +163,22 @@ def finished_record(folder: Path, name: str, pid: int, exitcode: int | None) -> 
     """Task `name`'s record once its process `pid` ended: "died" if that process wrote none."""
     record = read_record(folder, name)
     if record is not None and record.get("status") == "running" and record.get("pid") == pid:
-        how = (f"signal {signal.Signals(-exitcode).name}" if exitcode and exitcode < 0
-               else f"exit status {exitcode}")
-        record.update(status="died", error=f"its process ended ({how}) before it could say "
-                                           "how the task ended")
+        signum = -exitcode if exitcode and exitcode < 0 else (exitcode or 0) - 128
+        stopped = signum in (signal.SIGINT, signal.SIGTERM)
+        how = f"signal {_signal_name(signum)}" if _signal_name(signum) else \
+            f"exit status {exitcode}"
+        record.update(status="interrupted" if stopped else "died",
+                      error=f"its process ended ({how}) before it could say how the task ended")
         write_record(folder, name, record)
     return record
+
+
+def _signal_name(signum: int) -> str | None:
+    """"SIGTERM" for 15; None for a number that names no signal."""
+    try:
+        return signal.Signals(signum).name if signum > 0 else None
+    except ValueError:
+        return None
 
 
 def _raise_stop(signum, frame) -> None:
