@@ -130,7 +130,7 @@ def _take(path, ready, results):
             lock = FileLock(path)
             lock.acquire()
         results.put("held")
-        time.sleep(2)  # hold it while the others look
+        time.sleep(1)  # hold it while the others look
         lock.release()
     except LockHeld:
         results.put("refused")
@@ -139,12 +139,12 @@ def _take(path, ready, results):
 def test_processes_finding_one_stale_lock_together_take_it_over_once(tmp_path):
     path = tmp_path / "point.lock"
     _write_lock(path, pid=_dead_pid())
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context()
     ready, results = context.Event(), context.Queue()
     takers = [context.Process(target=_take, args=(path, ready, results)) for _ in range(4)]
     for p in takers:
         p.start()
-    time.sleep(1.0)
+    time.sleep(0.5)
     ready.set()
     outcomes = sorted(results.get(timeout=120) for _ in takers)
     for p in takers:
