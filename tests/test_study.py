@@ -226,3 +226,28 @@ def test_sigterm_to_the_study_runner_releases_its_claim_and_the_next_run_resumes
     assert again.returncode == 0, again.stderr
     (result,) = load_results(results)
     assert [r["step"] for r in result["records"] if r["kind"] == "train"] == list(range(1, 49))
+
+
+def test_both_study_scripts_share_one_command_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    studies = Path(__file__).resolve().parents[1] / "studies"
+
+    def script(name, *args):
+        return subprocess.run([sys.executable, str(studies / name), *args], cwd=studies,
+                              capture_output=True, text=True, timeout=300)
+
+    listed = script("cpu_recipe.py", "--groups", "floor", "--list")
+    assert listed.returncode == 0 and listed.stdout.count("floor__random_init__seed") == 3
+    for name in ("cpu_recipe.py", "resets.py"):
+        assert "--executor {local,slurm,submitit-local}" in script(name, "--help").stdout
+    checked = script("resets.py", "--verify", "--results", str(tmp_path))
+    assert checked.returncode == 0 and "0 results checked" in checked.stdout
+    ignored = script("resets.py", "--slurm-partition", "gpu", "--results", str(tmp_path),
+                     "--runs-root", str(tmp_path / "runs"))
+    assert ignored.returncode == 2
+    assert ignored.stderr == ("error: --slurm-partition applies to --executor slurm or "
+                              "submitit-local; these runs go to this machine's processes.\n")
+    assert not (tmp_path / "runs").exists()
