@@ -43,7 +43,7 @@ from discomm_lite.teach.task_process import (
     stop_signals,
 )
 
-__all__ = ["Batch", "BatchInterrupted", "Executor", "SlurmOptions", "Task", "run_local"]
+__all__ = ["Batch", "BatchInterrupted", "Executor", "SlurmOptions", "Task", "run_local", "status"]
 
 KINDS = ("local", "slurm", "submitit-local")
 
