@@ -14,12 +14,12 @@ Two grids, each run a JSON in studies/results/lab/ (the runner's rules are cpu_r
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from cpu_recipe import bits, verify
+from cpu_recipe import bits
 
-from discomm_lite.teach.study import StudyRun, run_study
+from discomm_lite.teach.study import StudyRun
+from discomm_lite.teach.study_cli import study_main
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "lab"
@@ -51,32 +51,10 @@ def axes() -> list[StudyRun]:
 GROUPS = {"capacity_period": capacity_period, "axes": axes}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--groups", nargs="+", default=["all"])
-    parser.add_argument("--runs-root", default=str(HERE.parent / "runs" / "lab"))
-    parser.add_argument("--results", default=str(RESULTS))
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--match", nargs="+", default=[], help="keep specs whose name has one")
-    parser.add_argument("--list", action="store_true")
-    parser.add_argument("--verify", action="store_true",
-                        help="check that every result's config is what its spec builds today")
-    args = parser.parse_args()
-    groups = list(GROUPS) if args.groups == ["all"] else args.groups
-    specs = [spec for group in groups for spec in GROUPS[group]()]
-    if args.match:
-        specs = [s for s in specs if any(m in s.name for m in args.match)]
-    if args.list:
-        for spec in specs:
-            print(spec.name, spec.overrides)
-        return
-    if args.verify:
-        verify(specs, args.runs_root, args.results)
-        return
-    run_study(specs, args.runs_root, args.results, jobs=args.jobs, threads=args.threads)
+def main(argv: list[str] | None = None) -> int:
+    return study_main(GROUPS, description=__doc__, results=RESULTS,
+                      runs_root=HERE.parent / "runs" / "lab", argv=argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

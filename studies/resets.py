@@ -2,6 +2,7 @@
 
     python studies/resets.py --list
     DISCOMM_DATA=../shared/data python studies/resets.py --groups handling --jobs 2
+    python studies/resets.py --status
 
 The CPU recipe study found resets harmful on cifar-toy (a reset every epoch cost 7 k-NN points);
 the paper finds them its best variant. Each group below tests one part of the mechanism: what the
@@ -9,20 +10,21 @@ reset does to the head's AdamW moments and learning rate (handling), how the tea
 the new student head (catchup), which periods help and what happens at the end of a run (period),
 whether a longer run changes the verdict (scale), the tuning each method got (tuning), and the
 final comparison over 3 seeds. Each run's config, records and evaluation land in
-studies/results/resets/ as one JSON file (the runner and its rules are `cpu_recipe.py`'s: a run
-whose file exists is skipped; a run trained as one of cpu_recipe's is reused, not trained again).
+studies/results/resets/ as one JSON file (the runner, its rules and its options are every study
+script's, `discomm_lite.teach.study_cli`: a run whose file exists is skipped; a run trained as one
+of cpu_recipe's is reused, not trained again).
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from cpu_recipe import QUIET, SEEDS, bits, verify
+from cpu_recipe import QUIET, SEEDS, bits
 from cpu_recipe import RESULTS as RECIPE_RESULTS
 
 from discomm_lite.config import method_settings
-from discomm_lite.teach.study import StudyRun, run_study
+from discomm_lite.teach.study import StudyRun
+from discomm_lite.teach.study_cli import study_main
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "resets"
@@ -123,33 +125,11 @@ GROUPS = {"handling": handling, "period": period, "catchup": catchup, "final": f
           "tuning": tuning, "scale": scale}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--groups", nargs="+", default=["all"])
-    parser.add_argument("--runs-root", default=str(HERE.parent / "runs" / "resets"))
-    parser.add_argument("--results", default=str(RESULTS))
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--match", nargs="+", default=[], help="keep specs whose name has one")
-    parser.add_argument("--list", action="store_true")
-    parser.add_argument("--verify", action="store_true",
-                        help="check that every result's config is what its spec builds today")
-    args = parser.parse_args()
-    groups = list(GROUPS) if args.groups == ["all"] else args.groups
-    specs = [spec for group in groups for spec in GROUPS[group]()]
-    if args.match:
-        specs = [s for s in specs if any(m in s.name for m in args.match)]
-    if args.list:
-        for spec in specs:
-            print(spec.name, spec.overrides)
-        return
-    if args.verify:
-        verify(specs, args.runs_root, args.results)
-        return
-    run_study(specs, args.runs_root, args.results, jobs=args.jobs, threads=args.threads,
-              twin_dirs=[RECIPE_RESULTS])
+def main(argv: list[str] | None = None) -> int:
+    return study_main(GROUPS, description=__doc__, results=RESULTS,
+                      runs_root=HERE.parent / "runs" / "resets", twin_dirs=[RECIPE_RESULTS],
+                      argv=argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
