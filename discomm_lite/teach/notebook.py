@@ -41,7 +41,8 @@ def smoke(config: Config, **extra) -> Config:
     is chosen by `config_from_parameters`: in the smoke setting a notebook's own out_dir gets
     the suffix `SMOKE_SUFFIX`.
     """
-    return config.replace(**smoke_changes(**extra))
+    changes = smoke_changes(**extra)
+    return config.replace(**changes) if changes else config
 
 
 def smoke_changes(**extra) -> dict:
