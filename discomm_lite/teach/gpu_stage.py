@@ -19,7 +19,7 @@ import math
 import shlex
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from discomm_lite.config import Config, make_config
@@ -38,11 +38,22 @@ class Published:
     columns: Mapping[str, str]  # key -> column title
     rows: Mapping[str, Mapping[str, float]]  # method -> key -> value
     note: str = ""
+    # key -> its own rounding (None: as published, no trailing zeros added)
+    digits: Mapping[str, int | None] = field(default_factory=dict)
+
 
     def table(self, keys: Sequence[str] | None = None, *, digits: int = 3) -> MarkdownText:
         """The rows as a Markdown table (every row marked "published"), then the source."""
         keys = list(self.columns) if keys is None else list(keys)
-        rows = [[f"{name} (published)", *(row.get(key) for key in keys)]
+
+        def cell(row: Mapping[str, float], key: str):
+            value = row.get(key)
+            if key not in self.digits or value is None:
+                return value
+            places = self.digits[key]
+            return f"{value:g}" if places is None else f"{value:.{places}f}"
+
+        rows = [[f"{name} (published)", *(cell(row, key) for key in keys)]
                 for name, row in self.rows.items()]
         table = markdown_table(rows, ["method", *(self.columns[k] for k in keys)], digits=digits)
         note = f" {self.note}" if self.note else ""
@@ -81,7 +92,7 @@ LIGHTLY_CIFAR10 = Published(
     rows={name: {"knn200_top1": a, "minutes": m, "knn200_top1_800": b}
           for name, (a, m, b) in _LIGHTLY_512.items()},
     note=("*: memory bank of 8192 instead of 4096. The rendered page: "
-          f"[docs.lightly.ai, Benchmarks]({LIGHTLY_DOCS_URL})."))
+          f"[docs.lightly.ai, Benchmarks]({LIGHTLY_DOCS_URL})."), digits={"minutes": 1})
 
 PAPER_URL = "https://arxiv.org/abs/2602.09764"
 PAPER_IMAGENET = Published(
@@ -93,7 +104,8 @@ PAPER_IMAGENET = Published(
     rows={"DINO": {"map": 35.68, "knn": 72.39, "linear": 76.3},
           "SimDINO": {"map": 38.62, "knn": 69.52, "linear": 75.3},
           "BITS-fixed": {"map": 43.44, "knn": 73.32, "linear": 76.7},
-          "BITS-reset (n = 10)": {"map": 50.64, "knn": 73.5, "linear": 77.8}})
+          "BITS-reset (n = 10)": {"map": 50.64, "knn": 73.5, "linear": 77.8}},
+    digits={"map": None, "knn": None, "linear": None})
 
 
 # ---- a long run on a CPU -------------------------------------------------------------------
