@@ -1,12 +1,11 @@
 """The GPU notebooks on any machine (teach.gpu_stage): published tables with their sources, the
 refusal of a long run on a CPU, the torchrun commands (read back by the CLI's own parser), the
-ImageFolder check that stops only a launch, and the head resets read from a run's records.
+ImageFolder check that stops only a launch.
 (tests/test_gpu_notebooks.py runs notebooks 05 and 07 as a student without a GPU would.)"""
 
 from __future__ import annotations
 
 import json
-import math
 import shlex
 
 import pytest
@@ -18,13 +17,10 @@ from discomm_lite.teach.gpu_stage import (
     LIGHTLY_CIFAR10,
     PAPER_IMAGENET,
     NeedsGPUError,
-    bce_summary,
     check_hardware,
     find_image_folder,
     launch_commands,
     optimiser_steps,
-    reset_effects,
-    reset_report,
     smoke_image_folder,
     smoke_note,
 )
@@ -146,41 +142,6 @@ def test_the_smoke_setting_writes_its_own_tiny_folder(tmp_path, smoke_on, capsys
     train_set = find_image_folder(config, required=True)
     assert len(train_set) == 16 and "16 training images" in capsys.readouterr().out
     assert len(list((tmp_path / "run" / "imagefolder" / "val").glob("*/*.png"))) == 8
-
-
-# ---- what a run's records say --------------------------------------------------------------
-def _records():
-    def train(step, epoch, bce, entropy):
-        return {"kind": "train", "step": step, "epoch": epoch, "agreement": bce,
-                "bit_entropy": entropy, "bit_agreement": 0.6}
-
-    return [train(10, 0.5, 0.69, 0.9), train(20, 1.0, 0.66, 0.95),
-            {"kind": "eval", "step": 20, "epoch": 1, "knn200_top1": 0.40},
-            {"kind": "reinit", "step": 20, "epoch": 1},
-            train(30, 1.5, 0.693, 0.7), train(40, 2.0, 0.64, 0.96),
-            {"kind": "eval", "step": 40, "epoch": 2, "knn200_top1": 0.38},
-            {"kind": "reinit", "step": 40, "epoch": 2}]
-
-
-def test_reset_effects_read_the_records_around_each_reset():
-    first, last = reset_effects(_records())
-    assert first == {"epoch": 1, "step": 20, "agreement_before": 0.66, "agreement_after": 0.693,
-                     "bit_entropy_before": 0.95, "bit_entropy_after": 0.7,
-                     "knn_before": 0.40, "knn_before_epoch": 1,
-                     "knn_after": 0.38, "knn_after_epoch": 2}
-    # The run ended at the last reset: nothing after it.
-    assert last["agreement_after"] is None and last["knn_after"] is None
-    assert last["knn_before"] == 0.38
-    report = str(reset_report(_records()))
-    assert "| 1 | 0.660 | 0.693 |" in report and "0.380 (epoch 2)" in report
-    assert "no head reset" in reset_report([r for r in _records() if r["kind"] != "reinit"])
-
-
-def test_bce_summary_is_read_at_the_start_after_one_epoch_and_at_the_end():
-    text = str(bce_summary(_records()))
-    assert "| first record | 10 |" in text and "| after one epoch | 20 |" in text
-    assert "| last record | 40 |" in text and f"{math.log(2):.3f}" in text
-    assert "no training record" in bce_summary([])
 
 
 def test_the_module_records_where_each_number_comes_from():
