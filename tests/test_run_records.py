@@ -57,7 +57,7 @@ def test_several_runs_side_by_side():
              {"kind": "eval", "step": 60, "epoch": 3, "knn200_top1": 0.5}]
     table = str(evaluations_side_by_side({"a": _records(), "b": other}, "knn200_top1"))
     assert table.splitlines()[0] == "| epoch | a | b | a - b |"
-    assert "| 1 | 0.400 | 0.450 | -0.050 |" in table
+    assert "| 1 | 0.400 | 0.450 | -0.050 |" in table  # signed: a difference
     assert "| 2 | 0.380 | – | – |" in table and "| 3 | – | 0.500 | – |" in table
     ends = str(curve_ends({"a": _records(), "b": other}, ["agreement"]))
     assert "| a | 0.690 | 0.640 |" in ends and "| b | 0.700 | 0.700 |" in ends

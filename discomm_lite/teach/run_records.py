@@ -106,7 +106,7 @@ def evaluations_side_by_side(runs: Mapping[str, Sequence[Mapping]],
         row = [epoch, *(by_run[name].get(epoch) for name in names)]
         if len(names) == 2:
             a, b = row[1], row[2]
-            row.append(None if a is None or b is None else a - b)
+            row.append(None if a is None or b is None else f"{a - b:+.3f}")
         rows.append(row)
     header = ["epoch", *names] + ([f"{names[0]} - {names[1]}"] if len(names) == 2 else [])
     return markdown_table(rows, header)
