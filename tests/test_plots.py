@@ -249,8 +249,8 @@ def test_plot_heatmap_annotates_finite_cells_and_names_the_others():
     _render(fig)
     assert len(fig.axes) == 2
     ax = fig.axes[0]
-    assert sorted(t.get_text() for t in ax.texts) == ["0.10", "0.25", "0.40", "0.50", "0.60",
-                                                      "not run"]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.100", "0.250", "0.400", "0.500",
+                                                      "0.600", "not run"]
     assert ax.get_title() == "mAP"
     with pytest.raises(ValueError, match="labels"):
         grids.plot_heatmap(table, ["one row"], ["a", "b", "c"])

@@ -247,15 +247,24 @@ def write_summary(out: str | Path) -> list[dict]:
 
 
 def summary_table(results: list[dict], row: str, column: str, metric: str):
-    """A (rows x columns) table of `metric` from the runs' final evaluations (NaN if missing).
+    """(rows x columns) tables of `metric` from the runs' final evaluations: the mean over the
+    runs of each cell (those that differ in the other swept names, the seed say) and their
+    sample standard deviation (NaN for a cell with one run, or none).
 
-    Returns (table as a list of lists, row values, column values), for `viz.grids.plot_heatmap`.
+    Returns (means, spreads, row values, column values), for `viz.grids.plot_heatmap` (its
+    `spread` writes each cell's spread under its mean).
     """
+    from discomm_lite.teach.study import mean_std
+
     rows = sorted({r["parameters"][row] for r in results})
     cols = sorted({r["parameters"][column] for r in results})
-    table = [[float("nan")] * len(cols) for _ in rows]
-    for r in results:
-        value = (r.get("final_eval") or {}).get(metric)
-        if value is not None:
-            table[rows.index(r["parameters"][row])][cols.index(r["parameters"][column])] = value
-    return table, rows, cols
+    means = [[float("nan")] * len(cols) for _ in rows]
+    spreads = [[float("nan")] * len(cols) for _ in rows]
+    for i, r_value in enumerate(rows):
+        for j, c_value in enumerate(cols):
+            values = [(r.get("final_eval") or {}).get(metric) for r in results
+                      if r["parameters"][row] == r_value and r["parameters"][column] == c_value]
+            mean, std, n = mean_std(v for v in values if v is not None)
+            means[i][j] = mean
+            spreads[i][j] = std if n > 1 else float("nan")
+    return means, spreads, rows, cols

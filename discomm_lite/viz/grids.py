@@ -22,10 +22,10 @@ def _format(value: float, fmt: str) -> str:
 
 
 def _draw(fig: Figure, ax, mean: np.ndarray, spread: np.ndarray | None, title: str, fmt: str,
-          cmap: str, highlight: tuple[int, int] | None) -> None:
+          cmap: str, highlight: tuple[int, int] | None, vmin: float | None) -> None:
     finite = mean[np.isfinite(mean)]
     image = ax.imshow(np.ma.masked_invalid(mean), aspect="auto", interpolation="nearest",
-                      cmap=cmap)
+                      cmap=cmap, vmin=vmin)
     fig.colorbar(image, ax=ax, shrink=0.85)
     middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
     for (i, j), value in np.ndenumerate(mean):
@@ -55,6 +55,7 @@ def plot_heatmaps(
     fmt: str = "auto",
     cmap: str = "viridis",
     highlight: tuple[int, int] | None = None,
+    vmin: float | None = None,
 ) -> Figure:
     """Annotated heat maps of one grid, side by side: one panel per measured quantity.
 
@@ -67,6 +68,8 @@ def plot_heatmaps(
             k-NN of 0.553 and an effective dimension of 26.2 both read well.
         cmap: the colour map (each panel its own scale).
         highlight: (row, column) of a cell to outline (the lab's chosen setting).
+        vmin: where the colour scale starts (e.g. the random-init floor, so that a difference of
+            a point does not span the whole scale); default: the smallest value.
 
     Returns:
         A figure with one heat map and colour bar per panel.
@@ -80,7 +83,7 @@ def plot_heatmaps(
             raise ValueError(f"{title}: the table is {mean.shape} but there are "
                              f"{len(row_labels)} row and {len(col_labels)} column labels.")
         spread = None if spread is None else as_numpy(spread).astype(float)
-        _draw(fig, ax, mean, spread, title, fmt, cmap, highlight)
+        _draw(fig, ax, mean, spread, title, fmt, cmap, highlight, vmin)
         ax.set_xticks(range(len(col_labels)), col_labels)
         ax.set_yticks(range(len(row_labels)), row_labels)
         ax.set(xlabel=col_name, ylabel=row_name)
@@ -88,7 +91,10 @@ def plot_heatmaps(
 
 
 def plot_heatmap(table, row_labels: Sequence[str], col_labels: Sequence[str], title: str = "",
-                 *, spread=None, fmt: str = ".2f", cmap: str = "viridis") -> Figure:
+                 *, spread=None, fmt: str = ".3f", cmap: str = "viridis",
+                 vmin: float | None = None) -> Figure:
     """One annotated heat map (`plot_heatmaps` with a single panel), e.g. a sweep's final metric;
-    `spread` (R, C) writes each cell's spread over seeds under its value."""
-    return plot_heatmaps({title: (table, spread)}, row_labels, col_labels, fmt=fmt, cmap=cmap)
+    `spread` (R, C) writes each cell's spread over seeds under its value; `vmin` starts the
+    scale."""
+    return plot_heatmaps({title: (table, spread)}, row_labels, col_labels, fmt=fmt, cmap=cmap,
+                         vmin=vmin)
