@@ -20,6 +20,7 @@ import sys
 import traceback
 import warnings
 
+from discomm_lite.arguments import at_least
 from discomm_lite.config import (
     PRESETS,
     Config,
@@ -82,21 +83,6 @@ def _path(text: str) -> str:
     return os.path.expanduser(text)
 
 
-def _at_least(low: int):
-    """An argparse type: an integer >= `low` (a count that would otherwise do nothing)."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"takes an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"takes an integer >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The parser of `python -m discomm_lite`; `train`'s options are the Config's fields."""
     parser = argparse.ArgumentParser(
@@ -117,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "OUT/checkpoint.pt, and resumes when OUT already holds a checkpoint.")
     train.add_argument("--preset", choices=sorted(PRESETS), default=None)
     train.add_argument("--out", type=_path, required=True, help="run folder")
-    train.add_argument("--max-steps", type=_at_least(1), default=None,
+    train.add_argument("--max-steps", type=at_least(1), default=None,
                        help="stop after this many steps")
     _add_config_options(train)
 
@@ -128,18 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--checkpoint", type=_path, required=True)
     evaluate.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
     evaluate.add_argument("--data-root", type=_path, default=None)
-    evaluate.add_argument("--train-subset", type=_at_least(0), default=None,
+    evaluate.add_argument("--train-subset", type=at_least(0), default=None,
                           help="default: the checkpoint's; 0: the whole split")
-    evaluate.add_argument("--test-subset", type=_at_least(0), default=None,
+    evaluate.add_argument("--test-subset", type=at_least(0), default=None,
                           help="default: the checkpoint's; 0: the whole split")
-    evaluate.add_argument("--retrieval-k", type=_at_least(1), default=None,
+    evaluate.add_argument("--retrieval-k", type=at_least(1), default=None,
                           help="default: mAP@ALL")
     evaluate.add_argument(
         "--retrieval-root", type=_path, default=None, metavar="DIR",
         help="a query/database split (DIR/query/<class>/<image>, DIR/database/<class>/<image>), "
              "the paper's protocol; default: self-search on the test set")
     evaluate.add_argument(
-        "--dino-linear-epochs", type=_at_least(0), default=0, metavar="N",
+        "--dino-linear-epochs", type=at_least(0), default=0, metavar="N",
         help="also run DINO's linear protocol (SGD on augmented crops through the frozen "
              "backbone) for N epochs (DINO: 100; meant for GPUs); default 0: only the fast proxy")
     evaluate.add_argument("--device", default="cpu")

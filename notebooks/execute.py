@@ -157,15 +157,10 @@ def _duration(seconds: float) -> str:
 # ---- the machine -------------------------------------------------------------------------------
 def machine() -> dict:
     """CPU model, cores, the OpenMP threads kernels get, and the load when a measurement starts."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
+    from discomm_lite.devices import cpu_model
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(),
+            "omp_threads": os.environ.get("OMP_NUM_THREADS"),
             "load_at_start": round(os.getloadavg()[0], 2), "python": platform.python_version()}
 
 

@@ -140,7 +140,7 @@ RANKS = {
     "shared": 0, "method": 1, "data": 1, "config": 2, "views": 3, "models": 3, "training": 4,
     "evaluation": 5, "viz": 6, "api": 6, "teach": 7, "entry": 8,
 }
-SHARED = {"choices", "atomic", "safe_pickle", "distributed", "devices"}
+SHARED = {"choices", "atomic", "safe_pickle", "distributed", "devices", "arguments"}
 ENTRY = {"", "cli", "__main__"}
 MAX_LINES = 350
 

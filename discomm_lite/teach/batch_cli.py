@@ -15,6 +15,7 @@ import json
 import re
 from pathlib import Path
 
+from discomm_lite.arguments import at_least
 from discomm_lite.teach.executors import KINDS, TASKS_FILE, Executor, SlurmOptions, status
 
 # --slurm-* option -> SlurmOptions field
@@ -25,20 +26,6 @@ _SLURM = {"--slurm-partition": "partition", "--slurm-gpus-per-task": "gpus_per_t
           "--slurm-flag": "flags", "--slurm-max-requeues": "max_requeues"}
 
 
-def _count(low: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"takes an integer, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"takes an integer >= {low}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {low}"
-    return parse
-
-
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
     """The options that say where a batch's runs go (`executor_from_args` reads them)."""
     group = parser.add_argument_group(
@@ -47,23 +34,23 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
         "submitit; OUT must be on a file system the nodes share. submitit-local: the slurm code "
         "path on this machine, every run at once (to try a set-up).")
     group.add_argument("--executor", choices=KINDS, default="local", help="(default: local)")
-    group.add_argument("--jobs", type=_count(1), default=None, metavar="N",
+    group.add_argument("--jobs", type=at_least(1), default=None, metavar="N",
                        help="local: runs at a time (default 2)")
     group.add_argument("--wait", action="store_true",
                        help="slurm, submitit-local: wait for the jobs and report as local does "
                             "(default: return once they are queued; see the status command)")
     slurm = parser.add_argument_group("SLURM settings (--executor slurm or submitit-local)")
     slurm.add_argument("--slurm-partition", default=None, metavar="NAME")
-    slurm.add_argument("--slurm-gpus-per-task", type=_count(0), default=None, metavar="N",
+    slurm.add_argument("--slurm-gpus-per-task", type=at_least(0), default=None, metavar="N",
                        help="GPUs of each run (default 0)")
-    slurm.add_argument("--slurm-cpus-per-task", type=_count(1), default=None, metavar="N",
+    slurm.add_argument("--slurm-cpus-per-task", type=at_least(1), default=None, metavar="N",
                        help="CPU cores of each run (default 1, or a study's --threads)")
     slurm.add_argument("--slurm-mem-gb", type=float, default=None, metavar="GB",
                        help="memory of each run")
-    slurm.add_argument("--slurm-time", type=_count(1), default=None, metavar="MINUTES",
+    slurm.add_argument("--slurm-time", type=at_least(1), default=None, metavar="MINUTES",
                        help="time limit of each job (default 120); a run that needs longer is "
                             "requeued from its checkpoint, --slurm-max-requeues times")
-    slurm.add_argument("--slurm-array-parallelism", type=_count(1), default=None,
+    slurm.add_argument("--slurm-array-parallelism", type=at_least(1), default=None,
                        metavar="N",
                        help="jobs of the array running at once (default 16)")
     slurm.add_argument("--slurm-account", default=None, metavar="NAME")
@@ -74,7 +61,7 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     slurm.add_argument("--slurm-flag", action="append", default=None, metavar="NAME[=VALUE]",
                        help="any other sbatch flag, e.g. constraint=a100 or exclusive "
                             "(repeatable)")
-    slurm.add_argument("--slurm-max-requeues", type=_count(0), default=None, metavar="N",
+    slurm.add_argument("--slurm-max-requeues", type=at_least(0), default=None, metavar="N",
                        help="time-outs and preemptions a run survives (default 3)")
     parser.set_defaults(default_cpus=1)
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from discomm_lite.devices import cpu_model
 
 if TYPE_CHECKING:  # annotations only: study imports this module
     from discomm_lite.config import Config
@@ -83,15 +84,7 @@ def validation_knn(backbone, config: Config) -> dict[str, float]:
 
 def machine_description(threads: int) -> str:
     """CPU model, core count and the torch threads a run used."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {threads} torch thread(s)"
+    return f"{cpu_model()}, {os.cpu_count()} cores, {threads} torch thread(s)"
 
 
 def _git_commit() -> str | None:
