@@ -68,6 +68,18 @@ def test_imagenet_paper_preset_is_the_paper_protocol():
         (1.0, 5e-5, 2, 10, 224, 96)
     assert (c.lr, c.warmup_epochs, c.weight_decay, c.weight_decay_end, c.momentum) == \
         (5e-4, 10, 0.04, 0.4, 0.996)
+    # The authors' in-place re-init: moments kept, no ramp (its 10 warm-up epochs would span the
+    # whole 10-epoch reset period).
+    assert (c.reinit_optimizer_state, c.reinit_warmup_steps) == ("keep", 0)
+
+
+def test_a_reset_warm_up_as_long_as_the_reset_period_is_refused():
+    with pytest.raises(ValueError, match="never reach its lr before the next reset"):
+        make_config("imagenet-paper", reinit_warmup_steps=None)
+    with pytest.raises(ValueError, match="reinit_warmup_steps = None"):
+        Config(reinit_every=2, warmup_epochs=2)
+    assert Config(reinit_every=2, warmup_epochs=1).reinit_warmup_steps is None
+    assert Config(reinit_every=2, warmup_epochs=2, reinit_warmup_steps=5).reinit_every == 2
 
 
 def test_coding_rate_weight_defaults_per_method():
