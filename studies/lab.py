@@ -7,6 +7,8 @@ Two grids, each run a JSON in studies/results/lab/ (the runner's rules are cpu_r
 - capacity_period, on cifar-toy: the channel's capacity K in {16, 32, 64, 128, 256} x the head
   reset period in {never, 1, 2} epochs (every period whose resets fire in the 5-epoch run with a
   whole period after them), 2 seeds, each with the preset's reset handling (the reset study's);
+  10 of the 30 are trainings the CPU recipe or reset study already made: their results are
+  copied (twins, named in `same_run_as`);
 - axes, on the quickstart's synthetic images (12 epochs in about 3 minutes, so a denser grid fits):
   the coding-rate weight beta, BCE against cosine agreement, and soft targets at four
   temperatures against hard ones, 2 seeds, with the bits' mutual information with each factor.
@@ -53,7 +55,8 @@ GROUPS = {"capacity_period": capacity_period, "axes": axes}
 
 def main(argv: list[str] | None = None) -> int:
     return study_main(GROUPS, description=__doc__, results=RESULTS,
-                      runs_root=HERE.parent / "runs" / "lab", argv=argv)
+                      runs_root=HERE.parent / "runs" / "lab", argv=argv,
+                      twin_dirs=[HERE / "results" / "cpu_recipe", HERE / "results" / "resets"])
 
 
 if __name__ == "__main__":
