@@ -159,6 +159,16 @@ def slow_start_figure(results: list[dict]) -> Path | None:
     return path
 
 
+FIRST_RESET = " (reset as first implemented)"
+
+
+def _first_reset(results: list[dict]) -> list[dict]:
+    """`results` with the variants that reset their head labelled as runs of the reset as first
+    implemented (cpu_recipe's: a fresh head at the peak lr; the reset study, section 6)."""
+    return [{**r, "variant": r["variant"] + FIRST_RESET}
+            if r.get("config", {}).get("reinit_every") else r for r in results]
+
+
 def final_table(studies: dict[str, list[dict]]) -> str:
     """The final comparison (3 seeds) with the floor: the evaluations and the geometry."""
     chosen = final_comparison([*studies["cpu_recipe"], *studies["resets"]])
@@ -169,13 +179,47 @@ def final_table(studies: dict[str, list[dict]]) -> str:
                           ["method", "seeds", *(HEADERS[k] for k in keys), "train s"])
 
 
-def final_differences_table(studies: dict[str, list[dict]]) -> str:
-    """Each method of the final comparison minus BITS-fixed, paired by seed, 95 % intervals."""
-    chosen = final_comparison([*studies["cpu_recipe"], *studies["resets"]])
-    keys = FINAL + GEOMETRY
-    table = paired_differences(chosen, keys, "BITS-fixed", FINAL_METHODS)
+def differences_table(results: list[dict], keys, reference: str, variants) -> str:
+    """Each of `variants` minus `reference`, paired by seed: mean and 95 % interval per key."""
+    table = paired_differences(results, keys, reference, variants)
     header = "| difference (95 % interval) | seeds | " + " | ".join(HEADERS[k] for k in keys)
     return header + " |\n" + table.split("\n", 1)[1]
+
+
+def final_differences_table(studies: dict[str, list[dict]]) -> str:
+    """Each method of the final comparison minus BITS-fixed, paired by seed, 95 % intervals; and
+    the reset study's fix: BITS-reset minus the reset as first implemented (the same seeds)."""
+    chosen = final_comparison([*studies["cpu_recipe"], *studies["resets"]])
+    first = [r for r in _first_reset(studies["cpu_recipe"]) if r["group"] == "comparison"
+             and r["variant"] == "BITS-reset" + FIRST_RESET]
+    keys = FINAL + GEOMETRY
+    table = differences_table(chosen, keys, "BITS-fixed", FINAL_METHODS)
+    fix = differences_table(chosen + first, keys, "BITS-reset" + FIRST_RESET, ["BITS-reset"])
+    return table + "\n" + fix.split("\n", 2)[2]
+
+
+def ablation_differences_table(results: list[dict]) -> str:
+    """Section 4's settings minus BITS-fixed (the comparison's runs), paired by seed."""
+    first = _first_reset(results)
+    chosen = [r for r in first if r["group"] in ("grid", "period", "beta", "agreement")
+              or (r["group"] == "comparison" and r["variant"] == "BITS-fixed")]
+    variants = [v for group in ("grid", "period", "beta", "agreement")
+                for v in sorted({r["variant"] for r in chosen if r["group"] == group},
+                                key=_natural_key) if v != "n_bits=128 reinit_every=0"]
+    return differences_table(chosen, ("knn20_top1", "knn200_top1", "map_cosine", "map_hamming",
+                                      "effective_dim"), "BITS-fixed", variants)
+
+
+def reset_differences_table(results: list[dict]) -> str:
+    """Every setting of the reset study's handling, period and catch-up groups minus never
+    resetting (the period group's "never"), paired by seed, 95 % intervals; "every epoch" is
+    the handling group's warm-up of 39 steps (the same training), so it is left out."""
+    chosen = [r for r in results if r["group"] in ("handling", "period", "catchup")]
+    variants = [v for group in ("handling", "period", "catchup")
+                for v in sorted({r["variant"] for r in chosen if r["group"] == group},
+                                key=_natural_key) if v not in ("never", "every epoch")]
+    return differences_table(chosen, ("knn20_top1", "knn200_top1", "map_cosine", "map_hamming",
+                                      "effective_dim"), "never", variants)
 
 
 def reset_rate_figure(studies: dict[str, list[dict]]) -> Path | None:
@@ -211,21 +255,26 @@ TABLES = {
     "slow_start": _in("cpu_recipe", slow_start_table),
     "tuning": _in("cpu_recipe", tuning_table),
     "comparison": _in("cpu_recipe", lambda r: group_table(
-        r, "comparison", FINAL + GEOMETRY,
-        variants=["BITS-fixed", "BITS-reset", "SimDINO", "DINO"])),
+        _first_reset(r), "comparison", FINAL + GEOMETRY,
+        variants=["BITS-fixed", "BITS-reset" + FIRST_RESET, "SimDINO", "DINO"])),
     "floor": _in("cpu_recipe", floor_table),
-    "grid": _in("cpu_recipe", lambda r: group_table(r, "grid", FINAL + GEOMETRY)),
+    "grid": _in("cpu_recipe", lambda r: group_table(_first_reset(r), "grid", FINAL + GEOMETRY)),
     "period": _in("cpu_recipe", lambda r: group_table(
-        r, "period", FINAL + GEOMETRY, bases={"BITS-fixed": "never (BITS-fixed)",
-                                              "BITS-reset": "reinit_every=1 (BITS-reset)"})),
+        _first_reset(r), "period", FINAL + GEOMETRY,
+        bases={"BITS-fixed": "never (BITS-fixed)",
+               "BITS-reset" + FIRST_RESET: "reinit_every=1 (BITS-reset)" + FIRST_RESET})),
     "beta": _in("cpu_recipe", lambda r: group_table(r, "beta", FINAL + CODES + ("coding_rate",),
                                                     bases={"BITS-fixed": "beta=0.1 (BITS-fixed)"})),
     "agreement": _in("cpu_recipe", lambda r: group_table(
         r, "agreement", FINAL + ("bit_agreement",), bases={"BITS-fixed": "bce (BITS-fixed)"})),
+    "ablation_differences": _in("cpu_recipe", ablation_differences_table),
     "synthetic": _in("cpu_recipe", synthetic_table),
-    "reset_handling": _in("resets", lambda r: group_table(r, "handling", RESETS)),
+    "reset_handling": _in("resets", lambda r: group_table(
+        [{**x, "variant": x["variant"].replace("as before", "as first implemented")} for x in r],
+        "handling", RESETS)),
     "reset_period": _in("resets", lambda r: group_table(r, "period", RESETS)),
     "reset_catchup": _in("resets", lambda r: group_table(r, "catchup", RESETS)),
+    "reset_differences": _in("resets", reset_differences_table),
     "reset_tuning": _in("resets", lambda r: group_table(
         r, "tuning", ("val_knn20_top1", "knn20_top1", "knn200_top1", "linear_top1"))),
     "reset_scale": _in("resets", lambda r: group_table(r, "scale", RESETS)),

@@ -1,4 +1,4 @@
-"""What the tests share: one tiny run configuration, one reader of a run's records, one small
+"""What the tests share: one tiny run configuration, one small
 trained checkpoint per session, and the rule that keeps the fast tier fast.
 
 The rule: a test that trains (runs a step of `training.engine.train`, directly or through a CLI,
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from discomm_lite.config import Config, make_config
-from discomm_lite.training import engine, runlog
+from discomm_lite.training import engine
 
 # The tiny run: the quickstart's data, 128 images in 2 steps of 64, 8 bits, one epoch; a second
 # or two on 2 CPU cores.
@@ -26,12 +26,6 @@ def tiny_config(out_dir: str | Path | None = None, **changes) -> Config:
     """The tiny run (`TINY` on the synthetic-toy preset) with `changes`, writing to `out_dir`."""
     return make_config("synthetic-toy", **{**TINY, "out_dir": None if out_dir is None
                                            else str(out_dir), **changes})
-
-
-def read_records(run_dir: str | Path, kind: str | None = None) -> list[dict]:
-    """The records of a run folder's metrics.jsonl (`runlog.read`), of one `kind` if given."""
-    return [r for r in runlog.read(Path(run_dir) / runlog.METRICS_FILE)
-            if kind is None or r["kind"] == kind]
 
 
 @pytest.fixture(scope="session")

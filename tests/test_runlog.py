@@ -34,6 +34,8 @@ def test_append_then_read_round_trips_and_each_call_leaves_whole_lines(tmp_path)
         text = path.read_text()
         assert text.endswith("\n") and text.count("\n") == i + 1
     assert runlog.read(path) == RECORDS
+    assert runlog.read(path, "train") == [r for r in RECORDS if r["kind"] == "train"]
+    assert runlog.read(path, "reinit") == [{"kind": "reinit", "step": 2}]
     assert runlog.read(tmp_path / "absent.jsonl") == []
 
 

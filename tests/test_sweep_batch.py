@@ -17,11 +17,11 @@ from pathlib import Path
 import nbformat
 import psutil
 import pytest
-from conftest import read_records
 
 from discomm_lite.cli import main as cli_main
 from discomm_lite.teach.executors import Executor
 from discomm_lite.teach.sweep import claim_folder, run_sweep
+from discomm_lite.training import runlog
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(
@@ -75,7 +75,7 @@ def trainer(tmp_path):
 
 
 def train_steps(run_dir: Path) -> list[int]:
-    return [r["step"] for r in read_records(run_dir, "train")]
+    return [r["step"] for r in runlog.read(Path(run_dir) / runlog.METRICS_FILE, "train")]
 
 
 def wait_for(condition, timeout: float, what: str) -> None:
@@ -207,8 +207,9 @@ def test_a_killed_job_resumes_on_resubmission_with_no_duplicate_steps(trainer, t
     assert "Took over the stale lock" in err and "no longer runs" in err
     # The same losses as one uninterrupted run through the local pool.
     run_sweep(trainer, grid, tmp_path / "local", parameters=fixed)
-    local = read_records(tmp_path / "local" / "n_bits=8", "train")
-    assert [r["loss"] for r in read_records(run, "train")] == [r["loss"] for r in local]
+    local = runlog.read(tmp_path / "local" / "n_bits=8" / runlog.METRICS_FILE, "train")
+    resumed = runlog.read(Path(run) / runlog.METRICS_FILE, "train")
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in local]
 
 
 @pytest.mark.slow
@@ -223,7 +224,7 @@ def test_a_preempted_job_saves_requeues_and_resumes(trainer, tmp_path):
     wait_for(lambda: not controller.is_running() or controller.status() == "zombie", 300,
              "the job to end")
     assert train_steps(run) == list(range(1, 25))
-    (stopped,) = read_records(run, "interrupted")
+    (stopped,) = runlog.read(Path(run) / runlog.METRICS_FILE, "interrupted")
     assert "checkpoint saved" in stopped["message"]
     log = "".join(p.read_text() for p in (out / "jobs" / "submitit").glob("*_log.out"))
     assert "Caught signal SIGUSR2" in log and "Requeued job" in log
@@ -256,7 +257,7 @@ def test_stopping_a_sweep_stops_every_process_it_started_after_they_save(trainer
     assert [r["status"] for r in summary] == ["interrupted", "interrupted", "pending", "pending"]
     for run in running:
         assert (run / "checkpoint.pt").exists() and not (run / "run.lock").exists()
-        (record,) = read_records(run, "interrupted")
+        (record,) = runlog.read(Path(run) / runlog.METRICS_FILE, "interrupted")
         assert record["step"] == train_steps(run)[-1]  # saved where it stopped
     assert not (out / "n_bits=24").exists()  # started nothing after the signal
 
@@ -280,4 +281,4 @@ def test_stopping_papermill_running_notebook_08_stops_its_runs_after_they_save(t
     assert [r["status"] for r in summary] == ["interrupted", "interrupted"]
     for run in runs:
         assert (run / "checkpoint.pt").exists() and not (run / "run.lock").exists()
-        assert read_records(run, "interrupted")
+        assert runlog.read(Path(run) / runlog.METRICS_FILE, "interrupted")

@@ -61,14 +61,16 @@ def append(path: str | Path, record: dict) -> None:
         os.close(handle)
 
 
-def read(path: str | Path) -> list[dict]:
-    """Every record of the log at `path` ([] when there is no file), in order.
+def read(path: str | Path, kind: str | None = None) -> list[dict]:
+    """Every record of the log at `path` ([] when there is no file), in order; of one `kind`
+    ("train", "eval", "reinit", ...) if given.
 
     A last line that is not a JSON object (a write cut short) is left out with a
     DamagedRecordWarning naming the file; a damaged line before the last raises ValueError,
     since that is not what a crash leaves.
     """
-    return [record for _, record in _parse(Path(path))]
+    return [record for _, record in _parse(Path(path))
+            if kind is None or record["kind"] == kind]
 
 
 def truncate_after(path: str | Path, step: int) -> None:
