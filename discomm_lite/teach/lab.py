@@ -77,6 +77,10 @@ class Lab:
 
     def __init__(self, base: Config, results: Sequence[dict] = (), *,
                  seeds: Sequence[int] = (0, 1), full_evaluation: bool | None = None) -> None:
+        if isinstance(seeds, str) or not seeds or not all(
+                isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
+            raise ValueError(f"seeds = {seeds!r:.60} must be a non-empty list of integers, e.g. "
+                             "[0, 1] (with papermill: -y 'seeds: [0, 1]').")
         self.base = base
         self.seeds = tuple(seeds[:1]) if is_smoke() else tuple(seeds)
         self.full_evaluation = not is_smoke() if full_evaluation is None else full_evaluation
