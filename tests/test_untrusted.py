@@ -43,6 +43,7 @@ from discomm_lite.training.checkpoint import (
     save_checkpoint,
 )
 from discomm_lite.training.setup import build_state
+from discomm_lite.training.start import resume_or_start
 
 # ---- the hostile files, written byte by byte ---------------------------------------------------
 
@@ -98,17 +99,15 @@ class _TorchPickler(pickle.Pickler):
         return None
 
 
-def write_deflate_bomb(path: Path, inflated: int) -> Path:
+def write_deflate_bomb(path: Path, inflated: int, crc: int = 0) -> Path:
     """A torch zip whose record data/0 is a valid deflate stream of `inflated` zero bytes, a
     uint8 tensor of its data.pkl, in a few MB: one compressed 16 MiB block repeated (a full flush
-    resets the dictionary, so copies decode alone), the zip's method and sizes patched in."""
+    resets the dictionary, so copies decode alone), the zip's method, sizes and `crc` patched
+    in (0 by default: computing it takes seconds, and the budget refuses before any reading)."""
     unit = 2**24
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
     block = compressor.compress(bytes(unit)) + compressor.flush(zlib.Z_FULL_FLUSH)
     raw = block * (inflated // unit) + b"\x03\x00"  # then an empty final block
-    crc = 0
-    for _ in range(inflated // unit):
-        crc = zlib.crc32(bytes(unit), crc)
     buffer = io.BytesIO()
     _TorchPickler(buffer, protocol=2).dump({"student": {"w": _Tensor(_Storage("0", inflated),
                                                                      (inflated,))}})
@@ -308,52 +307,96 @@ def measure(cases: dict[str, tuple[str, str]], capacity: int = 300) -> tuple[dic
     return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr
 
 
-def test_hostile_files_are_refused_by_every_load_path_in_seconds_and_little_memory(tmp_path):
-    cases = {}
-    for loader in LOADERS:  # case 2: the nested key, once per load path, each in its run folder
-        folder = tmp_path / loader.replace(" ", "_")
-        folder.mkdir()
-        path = write_torch_zip(folder / "checkpoint.pt", nested_key_pickle(40))
-        cases[f"nested key, {loader}"] = (loader, str(path))
-    cifar = tmp_path / "cifar" / "cifar-10-batches-py"  # the CIFAR batch reader's 1 KB file
-    cifar.mkdir(parents=True)
-    (cifar / "data_batch_1").write_bytes(nested_key_pickle(40))
-    cases["nested key, CIFAR batch"] = ("cifar", str(cifar.parent))
+def hostile_files(tmp_path: Path) -> dict[str, Path]:
+    """The hostile checkpoints of cases 1 to 5, each alone in its run folder."""
+    files = {"nested key": write_torch_zip(folder(tmp_path, "nested"), nested_key_pickle(40))}
+    # case 1: a config holding a list of 10^12 items (one list shared at every level)
+    real_checkpoint(folder(tmp_path, "laughs"),
+                    config={**Config().to_dict(), "method": laughs(12, fan=10)})
+    files["billion laughs"] = folder(tmp_path, "laughs")
     # case 3: a stride-0 step of 4e9 elements over one stored number
-    step = real_checkpoint(tmp_path / "step" / "checkpoint.pt",
+    step = real_checkpoint(folder(tmp_path, "step"),
                            step=torch.zeros(1, dtype=torch.int64).expand(4_000_000_000))
-    for loader in ("load_checkpoint", "resume"):
-        cases[f"stride-0 step, {loader}"] = (loader, str(tmp_path / "step" / "checkpoint.pt"))
+    files["stride-0 step"] = folder(tmp_path, "step")
     # case 4: a head 40000 wide over the 16-wide head's weights saved
-    wide = tmp_path / "wide.pt"
-    save_checkpoint(wide, {**step, "step": 0,
-                           "config": {**step["config"], "head_hidden_dim": 40_000}})
-    for loader in ("load_model", "evaluate_checkpoint", "pretrained"):
-        cases[f"wide head, {loader}"] = (loader, str(wide))
+    save_checkpoint(folder(tmp_path, "wide"), {**step, "step": 0, "config": {
+        **step["config"], "head_hidden_dim": 40_000}})
+    files["wide head"] = folder(tmp_path, "wide")
     # case 5: 2 MB that inflate to 2 GiB
-    bomb = write_deflate_bomb(tmp_path / "bomb.pt", 2**31)
-    assert bomb.stat().st_size < 10 * 2**20
-    cases["deflate bomb, load_checkpoint"] = ("load_checkpoint", str(bomb))
-    results, stderr = measure(cases)
+    files["deflate bomb"] = write_deflate_bomb(folder(tmp_path, "bomb"), 2**31)
+    assert files["deflate bomb"].stat().st_size < 10 * 2**20
+    return files
+
+
+def folder(tmp_path: Path, name: str) -> Path:
+    """<tmp_path>/<name>/checkpoint.pt, its folder made."""
+    (tmp_path / name).mkdir(exist_ok=True)
+    return tmp_path / name / "checkpoint.pt"
+
+
+EXPECTED = {"nested key": "nests objects more than 16 deep",
+            "billion laughs": "expands to more than 4,000,000 objects",
+            "stride-0 step": "tensor of 4,000,000,000 elements",
+            "wide head": r"head.mlp.0.weight: saved \(16, 256\), the configuration.s "
+                         r"\(40000, 256\)",
+            "deflate bomb": r"would inflate to 2,048.0 MiB from the 2.\d MiB it stores",
+            # a resume compares the configurations first: the head's width differs
+            "wide head, resume": r"different configuration .*head_hidden_dim: checkpoint 40000"}
+
+
+def check_refusals(results: dict[str, dict], files: dict[str, Path]) -> None:
+    """Every case refused in one line naming its reason, in seconds, under 1 GB; folders intact."""
     print(json.dumps(results, indent=1))  # the measured bounds (pytest -s shows them)
-    assert results.pop("nested key, cli evaluate")["outcome"] == "returned 1"
-    assert re.search(r"^error: .*checkpoint.pt is not a checkpoint this version reads: the pickle "
-                     r"nests objects more than 16 deep", stderr, re.MULTILINE)
-    expected = {"nested key": "nests objects more than 16 deep",
-                "stride-0 step": "tensor of 4,000,000,000 elements",
-                "wide head": r"head.mlp.0.weight: saved \(16, 256\), the configuration's "
-                             r"\(40000, 256\)",
-                "deflate bomb": r"would inflate to 2,048.0 MiB from the 2.\d MiB it stores"}
     for name, result in results.items():
-        assert re.search(expected[name.split(",")[0]], result["outcome"]), (name, result)
+        expected = EXPECTED.get(name, EXPECTED[name.split(",")[0]])
+        assert re.search(expected, result["outcome"]), (name, result)
+        assert result["outcome"].startswith(("CheckpointError", "DataFormatError")), name
         assert result["seconds"] < 10, (name, result)
         assert result["rss_mb"] < 1024, (name, result)  # peak memory growth over all cases
         assert "\n" not in result["outcome"], (name, result)
-    assert "CheckpointError" in results["nested key, resume"]["outcome"]
-    assert "DataFormatError" in results["nested key, CIFAR batch"]["outcome"]
-    for loader in LOADERS:  # a refused resume leaves its folder as it was
-        folder = tmp_path / loader.replace(" ", "_")
-        assert sorted(p.name for p in folder.iterdir()) == ["checkpoint.pt"]
+    for path in files.values():  # a refused resume leaves its run folder as it was
+        assert sorted(p.name for p in path.parent.iterdir()) == ["checkpoint.pt"]
+
+
+def test_hostile_files_are_refused_in_seconds_and_little_memory(tmp_path):
+    files = hostile_files(tmp_path)
+    cifar = tmp_path / "cifar" / "cifar-10-batches-py"  # the CIFAR batch reader's 1 KB file
+    cifar.mkdir(parents=True)
+    (cifar / "data_batch_1").write_bytes(nested_key_pickle(40))
+    cases = {f"nested key, {loader}": (loader, str(files["nested key"]))
+             for loader in LOADERS if loader != "pretrained"}  # case 2 on every load path
+    cases["nested key, CIFAR batch"] = ("cifar", str(cifar.parent))
+    cases.update({"billion laughs, evaluate_checkpoint": ("evaluate_checkpoint",
+                                                          str(files["billion laughs"])),
+                  "stride-0 step, load_checkpoint": ("load_checkpoint",
+                                                     str(files["stride-0 step"])),
+                  "wide head, load_model": ("load_model", str(files["wide head"])),
+                  "wide head, evaluate_checkpoint": ("evaluate_checkpoint",
+                                                     str(files["wide head"])),
+                  "deflate bomb, load_checkpoint": ("load_checkpoint",
+                                                    str(files["deflate bomb"]))})
+    results, stderr = measure(cases)
+    assert results.pop("nested key, cli evaluate")["outcome"] == "returned 1"
+    assert re.search(r"^error: .*checkpoint.pt is not a checkpoint this version reads: the pickle "
+                     r"nests objects more than 16 deep", stderr, re.MULTILINE)
+    check_refusals(results, files)
+
+
+@pytest.mark.slow  # each starts a run (data, models) before its checkpoint is refused
+def test_hostile_files_are_refused_by_a_resume_and_a_pretrained_start(tmp_path):
+    files = hostile_files(tmp_path)
+    cases = {f"{name}, {loader}": (loader, str(path)) for name, path in files.items()
+             for loader in ("resume", "pretrained")}
+    check_refusals(measure(cases)[0], files)
+
+
+def test_the_deflate_bomb_is_a_valid_zip_of_what_it_claims(tmp_path):
+    unit = 2**24
+    path = write_deflate_bomb(tmp_path / "bomb.pt", 3 * unit,
+                              crc=zlib.crc32(bytes(3 * unit)))
+    with zipfile.ZipFile(path) as archive:
+        assert archive.getinfo("archive/data/0").file_size == 3 * unit
+        assert archive.read("archive/data/0") == bytes(3 * unit)  # its CRC-32 checked too
 
 
 def test_a_deflated_checkpoint_within_the_budget_still_loads(tmp_path):
@@ -368,13 +411,14 @@ def test_a_deflated_checkpoint_within_the_budget_still_loads(tmp_path):
     load_model(deflated)
 
 
-def test_too_many_entries_or_a_large_pickle_are_refused_before_reading(tmp_path):
+def test_too_many_entries_or_a_large_pickle_are_refused_before_reading(tmp_path, monkeypatch):
+    monkeypatch.setattr(untrusted, "MAX_ENTRIES", 1_000)  # 100,000: seconds to write here
     many = tmp_path / "many.pt"
     with zipfile.ZipFile(many, "w") as archive:
         archive.writestr("archive/data.pkl", pickle.dumps({}))
-        for i in range(untrusted.MAX_ENTRIES + 1):
+        for i in range(1_001):
             archive.writestr(f"archive/data/{i}", b"")
-    with pytest.raises(CheckpointError, match=r"lists 100,002 entries .* more than 100,000"):
+    with pytest.raises(CheckpointError, match=r"lists 1,002 entries .* more than 1,000"):
         load_checkpoint(many)
     large = write_torch_zip(tmp_path / "large.pt", pickle.dumps(list(range(2_000_000))))
     with pytest.raises(CheckpointError, match=r"data.pkl holds 9.\d MiB, more than 4 MiB"):
@@ -384,21 +428,27 @@ def test_too_many_entries_or_a_large_pickle_are_refused_before_reading(tmp_path)
 # ---- case 3 and 7: counters are plain integers within the run ----------------------------------
 
 
+def resume(config: Config, total_steps: int = 2):
+    """`start.resume_or_start` of a new state of `config` from its run folder's checkpoint."""
+    state = build_state(config, get_method(config.method), torch.device("cpu"))
+    return resume_or_start(state, config, get_method(config.method), Path(config.out_dir),
+                           torch.device("cpu"), total_steps=total_steps)
+
+
 @pytest.mark.parametrize("step,message", [
     (-5, "holds step = -5"), (5.0, "holds step = 5.0"), (True, "holds step = True"),
     (torch.tensor(3), r"holds step = <Tensor of shape \(\)>"),
+    (10**12, "holds step 1,000,000,000,000, but this run has 2 steps in all"),
 ])
-def test_a_step_that_is_no_count_is_refused_before_the_metrics_are_touched(tmp_path, step,
-                                                                          message):
+def test_a_step_that_is_no_count_of_the_run_is_refused_before_the_metrics_are_touched(
+        tmp_path, step, message):
     config = tiny_config(tmp_path)
     real_checkpoint(tmp_path / "checkpoint.pt", config, step=step)
     metrics = tmp_path / "metrics.jsonl"
     metrics.write_text('{"kind": "train", "step": 1, "loss": 0.5}\n')
-    (tmp_path / "config.json").write_text(json.dumps(config.to_dict()))
     with pytest.raises(CheckpointError, match=message):
-        train(config, progress=False)
+        resume(config)
     assert metrics.read_text() == '{"kind": "train", "step": 1, "loss": 0.5}\n'  # not truncated
-    assert not (tmp_path / "run.lock").exists()
 
 
 def test_a_step_beyond_the_run_is_refused_instead_of_reporting_a_finished_run(tmp_path):
@@ -409,6 +459,20 @@ def test_a_step_beyond_the_run_is_refused_instead_of_reporting_a_finished_run(tm
         train(config, progress=False)
 
 
+@pytest.mark.parametrize("step", [-5.0, 3.0, float("nan")])
+def test_an_optimizer_step_outside_the_checkpoints_is_refused(tmp_path, step):
+    config = tiny_config(tmp_path)
+    payload = real_checkpoint(tmp_path / "checkpoint.pt", config, step=2)
+    payload["optimizer"]["state"] = {0: {"step": torch.tensor(step),
+                                         "exp_avg": torch.zeros(32, 3, 3, 3),
+                                         "exp_avg_sq": torch.zeros(32, 3, 3, 3)}}
+    save_checkpoint(tmp_path / "checkpoint.pt", payload)
+    with pytest.raises(CheckpointError, match=r"holds an optimizer step of <Tensor of shape "
+                                              r"\(\)> for parameter 0, outside 0 .. the "
+                                              r"checkpoint's step 2"):
+        resume(config)
+
+
 def test_a_resumed_checkpoint_of_other_shapes_is_refused_in_one_line(tmp_path):
     config = tiny_config(tmp_path)
     payload = real_checkpoint(tmp_path / "checkpoint.pt", config)
@@ -417,7 +481,7 @@ def test_a_resumed_checkpoint_of_other_shapes_is_refused_in_one_line(tmp_path):
     with pytest.raises(CheckpointError, match=r"teacher's weights do not fit .*head.mlp.0."
                                               r"weight: saved \(3, 3\), the configuration's "
                                               r"\(16, 256\)"):
-        train(config, progress=False)
+        resume(config)
 
 
 # ---- case 6: a checkpoint never decides where to download or what to build ---------------------

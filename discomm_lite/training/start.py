@@ -122,6 +122,7 @@ def check_resumable(payload: dict, state: TrainState, method: Method, total_step
     for which in ("student", "teacher"):
         expected = {k: tuple(v.shape) for k, v in getattr(state, which).state_dict().items()}
         check_shapes(expected, payload[which], f"{which}'s weights", path)
+    _check_optimizer_steps(payload, path)
     try:
         saved_state = method.saved_state(payload)
     except (KeyError, TypeError, ValueError) as err:
@@ -129,6 +130,25 @@ def check_resumable(payload: dict, state: TrainState, method: Method, total_step
                               f"({type(err).__name__}).") from None
     check_shapes({k: tuple(v.shape) for k, v in state.method_state.items()}, saved_state,
                  f"{method.name} state tensors", path)
+
+
+def _check_optimizer_steps(payload: dict, path: Path) -> None:
+    """Refuse an optimizer state whose per-parameter step counts are not single numbers between
+    0 and the checkpoint's step (AdamW's bias correction divides by 1 - beta ** step)."""
+    optimizer = payload["optimizer"]
+    states = optimizer.get("state", {}) if isinstance(optimizer, dict) else None
+    if not isinstance(states, dict):
+        raise CheckpointError(f"{path} holds an optimizer state of type "
+                              f"{type(optimizer).__name__}, not AdamW's dict.")
+    for key, state in states.items():
+        step = state.get("step") if isinstance(state, dict) else None
+        value = step.item() if isinstance(step, torch.Tensor) and step.numel() == 1 else step
+        if step is not None and not (isinstance(value, int | float)
+                                     and 0 <= value <= payload["step"]):
+            raise CheckpointError(
+                f"{path} holds an optimizer step of {shown(step, 40)} for parameter "
+                f"{shown(key, 20)}, outside 0 .. the checkpoint's step {payload['step']:,}: the "
+                "file was edited or damaged.")
 
 
 def check_run_folder(out: Path) -> None:
