@@ -550,3 +550,14 @@ def test_a_checkpoint_written_without_checksums_loads_with_a_warning(tmp_path):
         torch.serialization.set_crc32_options(True)
     with pytest.warns(UserWarning, match="records no checksums"):
         assert load_checkpoint(path)["step"] == 0
+
+
+def test_a_zip_naming_an_entry_twice_is_refused(tmp_path):
+    # torch's reader and this check could each read a different one of the two.
+    path = tmp_path / "checkpoint.pt"
+    with pytest.warns(UserWarning, match="Duplicate name"):  # zipfile warns, and writes it
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("archive/data.pkl", pickle.dumps({}))
+            archive.writestr("archive/data.pkl", nested_key_pickle(40))
+    with pytest.raises(CheckpointError, match="two entries named 'archive/data.pkl'"):
+        load_checkpoint(path)

@@ -14,6 +14,7 @@ import pickle
 import random
 import shutil
 from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,7 @@ def load_checkpoint(path: str | Path, config: Config | None = None,
         raise unreadable(path, e) from e
     missing = [k for k in REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
     if missing:
-        what = (f"a dict with the keys {sorted(shown(k, 40) for k in payload)[:8]}"
+        what = (f"a dict with the keys {sorted(shown(k, 40) for k in islice(payload, 50))[:8]}"
                 if isinstance(payload, dict) else f"a {type(payload).__name__}")
         raise CheckpointError(f"{path} is not a discomm_lite checkpoint: it holds {what}, "
                               f"which lacks {missing}.")

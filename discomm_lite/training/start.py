@@ -161,7 +161,11 @@ def check_run_folder(out: Path) -> None:
     a run.lock, or a sweep's execution.log (a sweep creates the folder, then its run starts).
     """
     resolved = out.expanduser().resolve()
-    if resolved == resolved.parent or resolved == Path.home().resolve():
+    try:
+        home = Path.home().resolve()
+    except (RuntimeError, KeyError):  # no home folder known (no $HOME, no password entry)
+        home = None
+    if resolved == resolved.parent or resolved == home:
         where = "a filesystem root" if resolved == resolved.parent else "your home folder"
         raise NotARunFolder(
             f"The run folder {out} is {where}: a run writes config.json, metrics.jsonl and "

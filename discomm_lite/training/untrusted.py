@@ -122,7 +122,13 @@ def _pickle_entry(path: Path, infos: list[zipfile.ZipInfo]) -> str:
 
 def _check_budget(path: Path, infos: list[zipfile.ZipInfo]) -> None:
     """Refuse a zip whose entries would take far more memory than the file's size, from the
-    sizes its directory declares (zipfile and torch both read no more than those)."""
+    sizes its directory declares (zipfile and torch both read no more than those), or that names
+    an entry twice (this check and torch's reader could then read different ones)."""
+    seen: set[str] = set()
+    twice = next((i.filename for i in infos if i.filename in seen or seen.add(i.filename)), None)
+    if twice is not None:
+        raise CheckpointError(f"{path} is not a checkpoint: its zip holds two entries named "
+                              f"{shown(twice, 80)}, which torch.save never writes.")
     odd = [i for i in infos if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)]
     if odd:
         raise CheckpointError(
@@ -205,7 +211,7 @@ def unreadable(path: Path, error: Exception | str) -> CheckpointError:
     text = str(error).strip()
     reason = (text if isinstance(error, str) else
               "torch's tensors-only reader refused its content" if "Weights only" in text
-              else f"{type(error).__name__}: {text.splitlines()[0] if text else ''}")
+              else f"{type(error).__name__}: {text.splitlines()[0][:300] if text else ''}")
     return CheckpointError(
         f"{path} is not a readable checkpoint: it is {_kind_of_file(path)}, and reading it "
         f"failed ({reason}). It may be truncated or damaged, or not a checkpoint at all; use an "
