@@ -504,6 +504,31 @@ def test_evaluate_never_downloads_into_a_folder_the_checkpoint_names(tmp_path, m
     assert not (tmp_path / "authors").exists() and not (tmp_path / "mine").exists()
 
 
+def test_evaluate_reads_ones_own_data_root_and_downloads_only_where_asked(tmp_path, monkeypatch):
+    import torchvision
+
+    from discomm_lite.data import write_cifar10_standin
+
+    roots = []
+
+    def offline(self):
+        roots.append(str(self.root))
+        raise RuntimeError("offline")
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "download", offline)
+    monkeypatch.setenv("DISCOMM_DATA", str(tmp_path / "mine"))
+    monkeypatch.setenv("DISCOMM_CACHE", str(tmp_path / "cache"))
+    own = write_cifar10_standin(tmp_path / "own", train_per_class=4, test_per_class=2).parent
+    path = tmp_path / "checkpoint.pt"
+    real_checkpoint(path, tiny_config(dataset="cifar10", redraw_factors="", data_root=str(own),
+                                      train_subset=0, test_subset=0))
+    result = evaluate_checkpoint(path, write=False)  # one's own run: its data read where it is
+    assert result["options"]["data_root"] == str(own) and roots == []
+    with pytest.raises(FileNotFoundError, match="The download failed: offline"):
+        evaluate_checkpoint(path, download=True, write=False)
+    assert roots == [str(tmp_path / "mine")]  # where the user's settings say, not the file
+
+
 def test_a_hub_backbone_in_a_checkpoint_is_refused_before_timm_is_asked(tmp_path, monkeypatch):
     import timm
 

@@ -158,11 +158,11 @@ def evaluate_checkpoint(
     transfer (the teacher's codes are then still those of its head). A checkpoint never decides
     what is downloaded or written (issue 25): data is downloaded only with `download=True`, into
     `data_root` (None: $DISCOMM_DATA, else ./data); the data root the checkpoint records is read
-    only when no `data_root` is given and it is a folder on this machine (the data of one's own
-    runs). A timm backbone that timm would fetch (hf-hub:, local-dir:) is refused (`load_model`).
-    `retrieval_root` holds a
-    query/database split (`load_retrieval_split`; without it retrieval is self-search on the test
-    set); `dino_linear_epochs > 0` adds DINO's linear protocol. The result records these choices
+    only when no `data_root` is given, nothing is to be downloaded, and it is a folder on this
+    machine (the data of one's own runs); a timm backbone that timm would fetch (hf-hub:,
+    local-dir:) is refused. `retrieval_root` holds a query/database split
+    (`load_retrieval_split`; without it retrieval is self-search on the test set);
+    `dino_linear_epochs > 0` adds DINO's linear protocol. The result records these choices
     under "options", and is written atomically to `evaluation_path` (a different evaluation is
     never overwritten); a folder that cannot be written gets an EvaluationNotSavedWarning.
     """
@@ -175,7 +175,8 @@ def evaluate_checkpoint(
     payload = load_checkpoint(path)
     config = checkpoint_config(payload, path)  # valid, and its backbone built from local code
     model = build_saved_model(payload, "teacher", config, path).to(device)
-    if data_root is None and config.data_root is not None and Path(config.data_root).is_dir():
+    if (data_root is None and not download and config.data_root is not None
+            and Path(config.data_root).is_dir()):
         data_root = config.data_root  # one's own run's data, read where it is: nothing written
     changes = {"dataset": dataset, "train_subset": train_subset, "test_subset": test_subset,
                "data_root": data_root, "download": download}
