@@ -1,4 +1,4 @@
-"""Command line: `python -m discomm_lite {train,evaluate,sweep,presets} ...`.
+"""Command line: `python -m discomm_lite {train,evaluate,sweep,status,presets} ...`.
 
 The `train` options are generated from the `Config` fields, so the CLI can never drift from the
 config. Runs unchanged under `torchrun --nproc_per_node=K -m discomm_lite train ...`.
@@ -12,6 +12,7 @@ Options must be spelled in full (no abbreviations): `--n_bit 64` must not silent
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -26,6 +27,12 @@ from discomm_lite.config import (
     make_config,
     method_settings,
     optional_fields,
+)
+from discomm_lite.teach.batch_cli import (
+    add_executor_options,
+    batch_status,
+    executor_from_args,
+    format_status,
 )
 from discomm_lite.training import runlog
 
@@ -145,31 +152,60 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = add_command(
         "sweep", help="run a notebook over a parameter grid with papermill",
         description="Execute NOTEBOOK once per point of the grid (papermill), each in its own "
-                    "folder under --out, a bounded number at a time; failed runs are reported.")
+                    "folder under --out: on this machine, a bounded number at a time, or as "
+                    "SLURM jobs. Failed runs are reported; running the same sweep again skips "
+                    "the finished points and resumes the others from their checkpoints. "
+                    "Ctrl-C or SIGTERM stops it: the running points save their checkpoints and "
+                    "OUT/summary.json lists what finished.")
     sweep.add_argument("notebook", type=_path)
-    sweep.add_argument("--grid", nargs="+", required=True, metavar="NAME=V1,V2",
-                       help="Config field and its values, e.g. n_bits=32,64 reinit_every=0,2")
+    sweep.add_argument("--grid", nargs="+", action="extend", required=True, metavar="NAME=V1,V2",
+                       help="Config field and its values, e.g. n_bits=32,64 reinit_every=0,2 "
+                            "(several --grid options add up; each name once)")
     sweep.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
                        metavar=("NAME", "VALUE"), help="a fixed parameter for every run")
     sweep.add_argument("--out", type=_path, required=True)
-    sweep.add_argument("--jobs", type=_at_least(1), default=None,
-                       help="parallel runs (default: 2)")
+    add_executor_options(sweep)
+
+    status = add_command(
+        "status", help="where the runs of a sweep (or a study) stand",
+        description="For each point of the sweep in OUT (or each run of a study's runs root): "
+                    "ok, failed (with its error and the last line of its log), interrupted, "
+                    "died, running (where, since when) or pending (its job).")
+    status.add_argument("out", type=_path, metavar="OUT")
 
     add_command("presets", help="list the presets and their settings")
     return parser
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
-    """`--grid` items NAME=V1,V2,... as {name: [values]}, each value of the field's type."""
-    grid = {}
+    """`--grid` items NAME=V1,V2,... as {name: [values]}, each value of the field's type.
+
+    A name given twice (`n_bits=16 n_bits=32`, or in two --grid options) is refused: its values
+    go together, comma-separated.
+    """
+    grid: dict[str, list] = {}
     for item in items:
         name, sep, values = item.partition("=")
         if not sep or not values:
             raise ValueError(f"--grid takes NAME=V1,V2,..., got {item!r}.")
         if name not in field_types():
             raise ValueError(f"--grid {name!r} is not a Config field; see --help of train.")
+        if name in grid:
+            earlier = ",".join(str(v) for v in grid[name])
+            raise ValueError(f"--grid gives {name} twice ({name}={earlier} and {item}): give its "
+                             f"values once, comma-separated ({name}={earlier},{values}).")
         grid[name] = [parse_value(name, v) for v in values.split(",")]
     return grid
+
+
+def parse_fixed(pairs: list[list[str]]) -> dict:
+    """`-p NAME VALUE` pairs as {name: value}; a name given twice is refused."""
+    fixed: dict = {}
+    for name, text in pairs:
+        if name in fixed:
+            raise ValueError(f"-p gives {name} twice: give each fixed parameter once.")
+        fixed[name] = parse_value(name, text)
+    return fixed
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -226,21 +262,36 @@ def _run(args: argparse.Namespace) -> int:
             download=args.download)
         print(json.dumps(result, indent=2))
     elif args.command == "sweep":
-        from discomm_lite.teach.sweep import run_sweep
-
-        fixed = {n: parse_value(n, v) for n, v in args.parameter}
-        results = run_sweep(args.notebook, parse_grid(args.grid), args.out,
-                            parameters=fixed, jobs=args.jobs)
-        failed = [r for r in results if r["status"] != "ok"]
-        for r in failed:
-            print(f"FAILED {r['name']}: {r['error']}", file=sys.stderr)
-        print(f"{len(results) - len(failed)} runs ok, {len(failed)} failed; "
-              f"summary in {args.out}/summary.json")
-        return EXIT_FAILED if failed else 0
+        return _sweep(args)
+    elif args.command == "status":
+        print(format_status(batch_status(args.out)))
     else:
         for name, values in PRESETS.items():
             print(f"{name}: {json.dumps(values)}")
     return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from discomm_lite.teach.sweep import run_sweep
+
+    grid, fixed, executor = parse_grid(args.grid), parse_fixed(args.parameter), \
+        executor_from_args(args)
+    results = run_sweep(args.notebook, grid, args.out, parameters=fixed, executor=executor)
+    if not executor.wait:
+        queued = sum(r["status"] == "pending" for r in results)
+        print(f"{queued} runs submitted ({executor.kind}), {len(results) - queued} already "
+              f"done or running; records and logs in {args.out}/jobs. Follow them with: "
+              f"python -m discomm_lite status {args.out}")
+        return 0
+    failed = [r for r in results if r["status"] != "ok"]
+    for r in failed:
+        why = r["error"] or ("run by another process: python -m discomm_lite status "
+                             f"{args.out}" if r["status"] == "running" else "no error recorded")
+        print(f"{r['status'].upper()} {r['name']}: {why}", file=sys.stderr)
+    counts = collections.Counter(r["status"] for r in results)
+    print(f"{', '.join(f'{n} {s}' for s, n in sorted(counts.items()))}; summary in "
+          f"{args.out}/summary.json")
+    return EXIT_FAILED if failed else 0
 
 
 def _say_method_settings(preset: str | None, overrides: dict) -> None:

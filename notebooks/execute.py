@@ -21,6 +21,7 @@ an order of magnitude stated in UNMEASURED.
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -37,6 +38,8 @@ import nbformat
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 COSTS = HERE / "costs.json"
+PACKAGE = REPO / "discomm_lite"
+STUDY_RESULTS = REPO / "studies" / "results"
 README = REPO / "README.md"
 NOTE_TAG = "execution-note"  # the markdown cell under the title that says where outputs come from
 COST_PREFIX = "**Cost**"  # the line of the first cell that this script writes
@@ -83,11 +86,59 @@ def notebook_names() -> list[str]:
     return sorted(p.stem for p in HERE.glob("*.ipynb"))
 
 
-def code_hash(nb: nbformat.NotebookNode) -> str:
-    """A hash of the code cells' sources (papermill's injected cell aside): what outputs are of."""
+def code_hash(nb: nbformat.NotebookNode, package: Path = PACKAGE,
+              studies: Path = STUDY_RESULTS) -> str:
+    """A hash of what a notebook's outputs are of: its code cells (papermill's injected cell
+    aside), the source of every library module they import, directly or through other modules,
+    and, when it reads the studies' results, those result files. A library change that can alter
+    a notebook's numbers changes its hash, and `check` asks for it to be executed again."""
     sources = [c.source for c in nb.cells if c.cell_type == "code"
                and "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
-    return hashlib.sha256("\0".join(sources).encode()).hexdigest()[:16]
+    digest = hashlib.sha256("\0".join(sources).encode())
+    for path in library_modules(sources, package):
+        digest.update(path.relative_to(package.parent).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes())
+    if any("study_results" in source for source in sources) and studies.is_dir():
+        for path in sorted(studies.rglob("*.json")):
+            digest.update(path.relative_to(studies).as_posix().encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def library_modules(sources: list[str], package: Path = PACKAGE) -> list[Path]:
+    """The library's source files that code `sources` import, directly or through other library
+    modules (every import in a module's code, also those inside functions), sorted."""
+    def module_file(name: str) -> Path | None:
+        relative = Path(*name.split(".")[1:])
+        for candidate in (package / relative / "__init__.py", (package / relative).with_suffix(
+                ".py")):
+            if candidate.is_file():
+                return candidate
+        return None
+
+    def imported(code: str) -> set[str]:
+        # IPython's magics and shell escapes are not Python: read them as comments.
+        tree = ast.parse("\n".join("#" + line if line.lstrip().startswith(("%", "!")) else line
+                                   for line in code.splitlines()))
+        names = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names.update(a.name for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names.add(node.module)
+                names.update(f"{node.module}.{a.name}" for a in node.names)
+        return {n for n in names if n.split(".")[0] == package.name}
+
+    todo = set().union(*(imported(source) for source in sources))
+    files: set[Path] = set()
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for prefix in (".".join(parts[:i]) for i in range(1, len(parts) + 1)):
+            path = module_file(prefix)  # a package's __init__ runs before its modules
+            if path is not None and path not in files:
+                files.add(path)
+                todo |= imported(path.read_text())
+    return sorted(files)
 
 
 def execution_of(nb: nbformat.NotebookNode) -> dict | None:
@@ -281,8 +332,17 @@ def first_cell_cost_lines(nb: nbformat.NotebookNode) -> list[str]:
 
 
 def write_costs() -> None:
-    """Rewrite every notebook's Cost line and README's stage table from costs.json."""
+    """Rewrite every notebook's Cost line and README's stage table from costs.json, and the
+    measured cost of the studies' runs it keeps for the ablation lab (`study_report.run_costs`)."""
+    from discomm_lite.teach.study import load_results
+    from discomm_lite.teach.study_report import run_costs
+
     costs = load_costs()
+    results = [r for folder in sorted(STUDY_RESULTS.glob("*")) if folder.is_dir()
+               for r in load_results(folder)]
+    costs["runs"] = {**run_costs(results), "source": "the median over the studies' runs in "
+                     "studies/results (2 shared CPU cores, 1 torch thread per run)"}
+    COSTS.write_text(json.dumps(costs, indent=1) + "\n")
     for name in notebook_names():
         path = notebook_path(name)
         nb = nbformat.read(path, as_version=4)

@@ -3,20 +3,24 @@
     python studies/cpu_recipe.py --list
     python studies/cpu_recipe.py --groups tuning comparison --jobs 2
     DISCOMM_DATA=../shared/data python studies/cpu_recipe.py --groups all --jobs 2
+    python studies/cpu_recipe.py --groups grid --executor slurm --slurm-partition cpu --wait
+    python studies/cpu_recipe.py --status
 
 Each run's config, metrics records and full evaluation land in studies/results/cpu_recipe/ as
 one JSON file (a run whose file exists is skipped, so the study can be stopped, resumed and
-extended); run folders (checkpoints) go to --runs-root. studies/README.md is the report: what
-failed, what fixed it, the tables (rebuilt from the JSON by `python studies/tables.py`).
+extended); run folders (checkpoints) go to --runs-root, and each run's record and job logs to
+--runs-root/jobs/. The options are every study script's (`discomm_lite.teach.study_cli`).
+studies/README.md is the report: what failed, what fixed it, the tables (rebuilt from the JSON by
+`python studies/tables.py`).
 """
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from discomm_lite.config import method_settings
-from discomm_lite.teach.study import StudyRun, load_results, run_study, training_key
+from discomm_lite.teach.study import StudyRun
+from discomm_lite.teach.study_cli import study_main
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results" / "cpu_recipe"
@@ -143,46 +147,10 @@ GROUPS = {"tuning": tuning, "floor": floor, "slow_start": slow_start, "compariso
           "synthetic": synthetic}
 
 
-def verify(specs: list[StudyRun], runs_root: str, results: str) -> None:
-    """Exit non-zero unless each result was trained as its spec, built today, says."""
-    recorded = {r["name"]: r for r in load_results(results)}
-    wrong = [s.name for s in specs if s.name in recorded and training_key(
-        recorded[s.name]["config"]) != training_key(s.config(runs_root).to_dict())]
-    print(f"{sum(s.name in recorded for s in specs)} results checked against their specs")
-    if wrong:
-        raise SystemExit(f"{len(wrong)} results were trained otherwise than their specs say: "
-                         + ", ".join(wrong))
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--groups", nargs="+", default=["all"])
-    parser.add_argument("--runs-root", default=str(HERE.parent / "runs" / "cpu_recipe"))
-    parser.add_argument("--results", default=str(RESULTS))
-    parser.add_argument("--jobs", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--shard", default="0/1", help="i/n: run every n-th pending spec from i")
-    parser.add_argument("--match", nargs="+", default=[], help="keep specs whose name has one")
-    parser.add_argument("--list", action="store_true")
-    parser.add_argument("--verify", action="store_true",
-                        help="check that every result's config is what its spec builds today")
-    args = parser.parse_args()
-    groups = list(GROUPS) if args.groups == ["all"] else args.groups
-    specs = [spec for group in groups for spec in GROUPS[group]()]
-    if args.match:
-        specs = [s for s in specs if any(m in s.name for m in args.match)]
-    index, count = (int(x) for x in args.shard.split("/"))
-    specs = specs[index::count]
-    if args.list:
-        for spec in specs:
-            print(spec.name, spec.overrides)
-        return
-    if args.verify:
-        verify(specs, args.runs_root, args.results)
-        return
-    run_study(specs, args.runs_root, args.results, jobs=args.jobs, threads=args.threads)
+def main(argv: list[str] | None = None) -> int:
+    return study_main(GROUPS, description=__doc__, results=RESULTS,
+                      runs_root=HERE.parent / "runs" / "cpu_recipe", argv=argv)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,10 +1,11 @@
-"""Rebuild the tables and figures of studies/README.md from the study's JSON results.
+"""Rebuild the tables and figures of studies/README.md from the studies' JSON results.
 
     python studies/tables.py            # rewrite the README's tables and studies/figures/*.png
     python studies/tables.py --check    # fail if the README's tables differ from the results
 
 Each table sits in the README between `<!-- table:NAME -->` and `<!-- /table:NAME -->`; the text
-around them (the verdicts) is written by hand from these tables.
+around them (the verdicts) is written by hand from these tables. The studies: cpu_recipe (the CPU
+recipe), resets (the head-reset study), lab (notebook 03's grids), each a folder of results/.
 """
 
 from __future__ import annotations
@@ -16,22 +17,29 @@ import sys
 from pathlib import Path
 
 from discomm_lite.teach.study import load_results, mean_std, metric, over_seeds, summarize
+from discomm_lite.teach.study_report import FINAL_METHODS, final_comparison, paired_differences
 from discomm_lite.teach.tables import markdown_table
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results" / "cpu_recipe"
+STUDIES = ("cpu_recipe", "resets", "lab")
 DIAGNOSTICS = HERE / "results" / "diagnostics"
 README = HERE / "README.md"
 FIGURES = HERE / "figures"
 
 FINAL = ("knn20_top1", "knn200_top1", "linear_top1", "map_cosine", "map_hamming")
+GEOMETRY = ("effective_dim", "effective_rank")
+# What the reset study reads of each run: the evaluations, the geometry of the backbone's
+# features (the paper's Table 2) and the channel's lowest coding rate after a reset.
+RESETS = ("knn20_top1", "knn200_top1", "linear_top1", "map_cosine", "map_hamming",
+          *GEOMETRY, "reset_rate_low")
 CODES = ("code_mean_bit_entropy", "code_mean_abs_correlation")
 HEADERS = {
     "knn20_top1": "k-NN@20", "knn200_top1": "k-NN@200", "linear_top1": "linear (proxy)",
     "map_cosine": "mAP cosine", "map_hamming": "mAP Hamming", "val_knn20_top1": "val k-NN@20",
     "code_mean_bit_entropy": "bit entropy", "code_mean_abs_correlation": "mean |bit corr.|",
     "agreement": "final BCE", "bit_agreement": "bit agreement", "coding_rate": "coding rate",
-    "train_seconds": "train s",
+    "train_seconds": "train s", "effective_dim": "eff. dim", "effective_rank": "eff. rank",
+    "reset_rate_low": "lowest rate / before a reset", "map_hamming_16": "mAP Hamming, 16 bits",
 }
 FACTORS = ("shape", "texture", "colour", "size", "position", "background")
 
@@ -151,33 +159,100 @@ def slow_start_figure(results: list[dict]) -> Path | None:
     return path
 
 
+def final_table(studies: dict[str, list[dict]]) -> str:
+    """The final comparison (3 seeds) with the floor: the evaluations and the geometry."""
+    chosen = final_comparison([*studies["cpu_recipe"], *studies["resets"]])
+    chosen += [{**r, "variant": "random init (floor)"} for r in studies["cpu_recipe"]
+               if r["group"] == "floor"]
+    keys = FINAL + GEOMETRY
+    return markdown_table(_rows(chosen, keys, [*FINAL_METHODS, "random init (floor)"]),
+                          ["method", "seeds", *(HEADERS[k] for k in keys), "train s"])
+
+
+def final_differences_table(studies: dict[str, list[dict]]) -> str:
+    """Each method of the final comparison minus BITS-fixed, paired by seed, 95 % intervals."""
+    chosen = final_comparison([*studies["cpu_recipe"], *studies["resets"]])
+    keys = FINAL + GEOMETRY
+    table = paired_differences(chosen, keys, "BITS-fixed", FINAL_METHODS)
+    header = "| difference (95 % interval) | seeds | " + " | ".join(HEADERS[k] for k in keys)
+    return header + " |\n" + table.split("\n", 1)[1]
+
+
+def reset_rate_figure(studies: dict[str, list[dict]]) -> Path | None:
+    """The coding rate and the student's logit scale around the resets of cifar-toy, seed 0: the
+    reset as first implemented against the reset study's (studies/figures/reset_rate.png)."""
+    from discomm_lite.viz.plots import plot_metrics
+
+    named = {"as first implemented (fresh AdamW, full lr)":
+             "handling__as_before__AdamW_state_cleared___seed0",
+             "the reset study's (head lr warmed up over 39 steps)":
+             "handling__state_cleared__head_lr_warm-up_39_steps__seed0"}
+    runs = {label: next((r for r in studies["resets"] if r["name"] == name), None)
+            for label, name in named.items()}
+    if any(run is None for run in runs.values()):
+        return None
+    figure = plot_metrics([run["records"] for run in runs.values()],
+                          ["coding_rate", "logit_std", "bit_agreement"], x="step",
+                          labels=list(runs))
+    FIGURES.mkdir(exist_ok=True)
+    path = FIGURES / "reset_rate.png"
+    figure.savefig(path, dpi=80, bbox_inches="tight")
+    return path
+
+
+def _in(study: str, table):
+    """A table of one study's results."""
+    return lambda studies: table(studies[study])
+
+
 TABLES = {
-    "diagnostic_curves": diagnostic_curves_table,
-    "diagnostic_runs": diagnostic_runs_table,
-    "slow_start": slow_start_table,
-    "tuning": tuning_table,
-    "comparison": lambda r: group_table(r, "comparison",
-                                        variants=["BITS-fixed", "BITS-reset", "SimDINO", "DINO"]),
-    "floor": floor_table,
-    "grid": lambda r: group_table(r, "grid"),
-    "period": lambda r: group_table(r, "period",
-                                    bases={"BITS-fixed": "never (BITS-fixed)",
-                                           "BITS-reset": "reinit_every=1 (BITS-reset)"}),
-    "beta": lambda r: group_table(r, "beta", FINAL + CODES + ("coding_rate",),
-                                  bases={"BITS-fixed": "beta=0.1 (BITS-fixed)"}),
-    "agreement": lambda r: group_table(r, "agreement", FINAL + ("bit_agreement",),
-                                       bases={"BITS-fixed": "bce (BITS-fixed)"}),
-    "synthetic": synthetic_table,
+    "diagnostic_curves": _in("cpu_recipe", diagnostic_curves_table),
+    "diagnostic_runs": _in("cpu_recipe", diagnostic_runs_table),
+    "slow_start": _in("cpu_recipe", slow_start_table),
+    "tuning": _in("cpu_recipe", tuning_table),
+    "comparison": _in("cpu_recipe", lambda r: group_table(
+        r, "comparison", FINAL + GEOMETRY,
+        variants=["BITS-fixed", "BITS-reset", "SimDINO", "DINO"])),
+    "floor": _in("cpu_recipe", floor_table),
+    "grid": _in("cpu_recipe", lambda r: group_table(r, "grid", FINAL + GEOMETRY)),
+    "period": _in("cpu_recipe", lambda r: group_table(
+        r, "period", FINAL + GEOMETRY, bases={"BITS-fixed": "never (BITS-fixed)",
+                                              "BITS-reset": "reinit_every=1 (BITS-reset)"})),
+    "beta": _in("cpu_recipe", lambda r: group_table(r, "beta", FINAL + CODES + ("coding_rate",),
+                                                    bases={"BITS-fixed": "beta=0.1 (BITS-fixed)"})),
+    "agreement": _in("cpu_recipe", lambda r: group_table(
+        r, "agreement", FINAL + ("bit_agreement",), bases={"BITS-fixed": "bce (BITS-fixed)"})),
+    "synthetic": _in("cpu_recipe", synthetic_table),
+    "reset_handling": _in("resets", lambda r: group_table(r, "handling", RESETS)),
+    "reset_period": _in("resets", lambda r: group_table(r, "period", RESETS)),
+    "reset_catchup": _in("resets", lambda r: group_table(r, "catchup", RESETS)),
+    "reset_tuning": _in("resets", lambda r: group_table(
+        r, "tuning", ("val_knn20_top1", "knn20_top1", "knn200_top1", "linear_top1"))),
+    "reset_scale": _in("resets", lambda r: group_table(r, "scale", RESETS)),
+    "final_comparison": final_table,
+    "final_differences": final_differences_table,
+    "lab_capacity_period": _in("lab", lambda r: group_table(
+        r, "capacity_period", ("knn20_top1", "map_hamming_16", "map_hamming", *GEOMETRY,
+                               "reset_rate_low"))),
+    "lab_axes": _in("lab", lambda r: group_table(
+        r, "axes", ("knn20_top1", "knn200_top1", "coding_rate", "bit_agreement",
+                    *(f"code_max_mi_{f}" for f in FACTORS)))),
 }
 
 
-def render(readme: str, results: list[dict]) -> str:
+def render(readme: str, studies: dict[str, list[dict]]) -> str:
     """`readme` with every marked table replaced by its current version."""
     def replace(match: re.Match) -> str:
         name = match.group(1)
-        return f"<!-- table:{name} -->\n{TABLES[name](results)}\n<!-- /table:{name} -->"
+        return f"<!-- table:{name} -->\n{TABLES[name](studies)}\n<!-- /table:{name} -->"
 
     return re.sub(r"<!-- table:(\w+) -->.*?<!-- /table:\1 -->", replace, readme, flags=re.S)
+
+
+def load_studies() -> dict[str, list[dict]]:
+    """Every study's results (none for a study not run yet), by study."""
+    return {name: load_results(HERE / "results" / name) if (HERE / "results" / name).is_dir()
+            else [] for name in STUDIES}
 
 
 def main() -> None:
@@ -185,9 +260,9 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true")
     args = parser.parse_args()
-    results = load_results(RESULTS)
+    studies = load_studies()
     current = README.read_text()
-    updated = render(current, results)
+    updated = render(current, studies)
     if args.check:
         if updated != current:
             sys.exit("studies/README.md's tables differ from the results: run "
@@ -195,10 +270,11 @@ def main() -> None:
         print("studies/README.md agrees with the results")
         return
     README.write_text(updated)
-    slow_start_figure(results)
-    print(f"rewrote the tables of {README} from {len(results)} results")
+    slow_start_figure(studies["cpu_recipe"])
+    reset_rate_figure(studies)
+    print(f"rewrote the tables of {README} from "
+          f"{sum(len(r) for r in studies.values())} results")
 
 
 if __name__ == "__main__":
     main()
-

@@ -116,6 +116,32 @@ def test_a_crash_after_a_head_reset_resumes_with_the_same_records(tmp_path):
 
 
 @pytest.mark.slow
+def test_a_reset_warms_the_new_heads_lr_up_and_logs_its_health(tmp_path):
+    # 3 epochs of 8 steps, a reset at steps 8 and 16, the head's lr ramped over 4 steps and the
+    # teacher head following at 0.5 for 2 steps; the backbone keeps the schedule's values.
+    config = tiny_config(tmp_path, reinit_every=1, eval_every=0, log_every=1, warmup_epochs=0,
+                         reinit_warmup_steps=4, reinit_catchup_steps=2,
+                         reinit_teacher_momentum=0.5)
+    run = train(config, progress=False)
+    steps = {r["step"]: r for r in run.records if r["kind"] == "train"}
+    for reset in (8, 16):
+        ratios = [steps[reset + i]["head_lr"] / steps[reset + i]["lr"] for i in range(1, 6)]
+        assert ratios == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])  # the record of step s+1
+        assert [steps[reset + i]["head_momentum"] for i in (1, 2, 3)] == [
+            0.5, 0.5, steps[reset + 3]["momentum"]]
+    assert all(steps[s]["head_lr"] == steps[s]["lr"] for s in range(1, 9))  # before a reset
+    health = [r for r in run.records if r["kind"] == "reset_health"]
+    assert [(r["reset_step"], r["step"]) for r in health] == [(8, 16), (16, 24)]
+    before = steps[8]["coding_rate"]
+    assert health[0]["coding_rate_before"] == before
+    assert health[0]["coding_rate_min"] == min(steps[s]["coding_rate"] for s in range(9, 17))
+    # a reset whose period cannot end before the run does is skipped on request
+    whole = train(tiny_config(tmp_path / "b", reinit_every=2, eval_every=0, epochs=5,
+                              reinit_partial_period=False), progress=False)
+    assert [r["step"] for r in whole.records if r["kind"] == "reinit"] == [16]  # not 32: 4 + 2 > 5
+
+
+@pytest.mark.slow
 def test_finished_run_is_returned_without_training(tmp_path):
     config = tiny_config(tmp_path, epochs=1, eval_every=0)
     first = train(config, progress=False)

@@ -11,7 +11,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 
 from discomm_lite.method.coding_rate import coding_rate
-from discomm_lite.viz import code_plots, illustrations, plots
+from discomm_lite.viz import code_plots, grids, illustrations, plots
 
 plt.switch_backend("Agg")
 
@@ -243,13 +243,43 @@ def test_plot_factor_mi_shows_the_top_bits():
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["bit 7", "bit 12", "bit 3"]
 
 
-def test_plot_heatmap_annotates_finite_cells():
+def test_plot_heatmap_annotates_finite_cells_and_names_the_others():
     table = [[0.1, 0.25, float("nan")], [0.4, 0.5, 0.6]]
-    fig = code_plots.plot_heatmap(table, ["beta 0.05", "beta 0.1"], ["n=1", "n=5", "n=10"], "mAP")
+    fig = grids.plot_heatmap(table, ["beta 0.05", "beta 0.1"], ["n=1", "n=5", "n=10"], "mAP")
     _render(fig)
     assert len(fig.axes) == 2
     ax = fig.axes[0]
-    assert sorted(t.get_text() for t in ax.texts) == ["0.10", "0.25", "0.40", "0.50", "0.60"]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.100", "0.250", "0.400", "0.500",
+                                                      "0.600", "not run"]
     assert ax.get_title() == "mAP"
     with pytest.raises(ValueError, match="labels"):
-        code_plots.plot_heatmap(table, ["one row"], ["a", "b", "c"])
+        grids.plot_heatmap(table, ["one row"], ["a", "b", "c"])
+
+
+def test_plot_heatmaps_write_each_cells_spread_and_outline_the_chosen_one():
+    mean = [[0.5, 0.6], [0.7, float("nan")]]
+    spread = [[0.01, float("nan")], [0.02, float("nan")]]  # NaN: one seed, no spread to write
+    fig = grids.plot_heatmaps({"k-NN": (mean, spread), "dim": (mean, None)}, ["16", "32"],
+                              ["never", "1"], row_name="K", col_name="period", highlight=(1, 0))
+    _render(fig)
+    knn, dim = fig.axes[:2]  # the colour bars come after the panels
+    assert sorted(t.get_text() for t in knn.texts) == ["0.500\n± 0.010", "0.600",
+                                                      "0.700\n± 0.020", "not run"]
+    assert sorted(t.get_text() for t in dim.texts) == ["0.500", "0.600", "0.700", "not run"]
+    (outline,) = knn.patches
+    assert (outline.get_x(), outline.get_y()) == (-0.5, 0.5)  # column 0, row 1
+    assert (knn.get_xlabel(), knn.get_ylabel()) == ("period", "K")
+
+
+def test_head_resets_are_marked_in_every_panel_in_the_runs_colour():
+    run = [{"kind": "train", "step": s, "epoch": s / 4, "loss": 1.0 / s, "coding_rate": 10.0 + s}
+           for s in range(1, 9)]
+    run.insert(4, {"kind": "reinit", "step": 4, "epoch": 1})
+    fig = plots.plot_metrics([run, run[:4]], ["loss", "coding_rate"], labels=["reset", "fixed"])
+    _render(fig)
+    for ax in fig.axes:
+        verticals = [line for line in ax.lines if list(line.get_xdata()) == [1, 1]]
+        assert len(verticals) == 1 and verticals[0].get_linestyle() == ":"
+        (curve,) = [line for line in ax.lines if line.get_label() == "reset"]
+        assert verticals[0].get_color() == curve.get_color()  # the reset run's colour
+    assert "head reset" in [t.get_text() for t in fig.legends[0].get_texts()]

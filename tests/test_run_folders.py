@@ -82,9 +82,11 @@ def test_a_file_is_no_run_folder(tmp_path, no_lock):
     {"checkpoint.pt": "checked when read"},
     {"run.lock": "{}"},  # a run in progress: the lock says so
     {"execution.log": "", "00_quickstart.ipynb": "{}"},  # a sweep's point, before its run
+    {"imagefolder/train/a/0.png": ""},  # notebook 07's smoke data, written before its run
 ])
 def test_new_empty_and_run_folders_are_accepted(tmp_path, files):
     for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     if files:
         (tmp_path / "notes.md").write_text("my notes")

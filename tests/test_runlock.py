@@ -1,18 +1,28 @@
-"""One writer per run folder: the lock file, its refusals, stale locks (issue 15)."""
+"""One writer per run folder: the lock, its refusals, stale locks taken over (issues 15, 25)."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 
+import psutil
 import pytest
 
-from discomm_lite.training.runlock import LOCK_FILE, RunFolderLocked, RunLock
+from discomm_lite.training.runlock import (
+    LOCK_FILE,
+    FileLock,
+    LockHeld,
+    RunFolderLocked,
+    RunLock,
+    StaleLockWarning,
+)
 
 
 def test_the_lock_records_its_holder_and_is_removed_on_release(tmp_path):
@@ -37,23 +47,117 @@ def test_an_exception_releases_the_lock(tmp_path):
     RunLock(tmp_path).acquire()  # free again
 
 
-def test_a_stale_lock_of_a_dead_process_is_reported_with_how_to_clear_it(tmp_path):
+def _dead_pid() -> int:
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # reaped: its pid no longer runs
-    (tmp_path / LOCK_FILE).write_text(json.dumps(
-        {"pid": dead.pid, "host": socket.gethostname(), "started": "earlier", "command": "x"}))
-    with pytest.raises(RunFolderLocked) as info:
+    return dead.pid
+
+
+def _write_lock(path, **holder):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"host": socket.gethostname(), "started": "earlier",
+                                "command": "x", **holder}))
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning_saying_why(tmp_path):
+    # A student's kernel killed while training: its lock names a pid that no longer runs.
+    pid = _dead_pid()
+    _write_lock(tmp_path / LOCK_FILE, pid=pid)
+    with pytest.warns(StaleLockWarning, match=rf"Took over the stale lock {tmp_path / LOCK_FILE} "
+                                              rf"of the run folder {tmp_path}: it was left by "
+                                              rf"process {pid} .*no longer runs"):
+        with RunLock(tmp_path):
+            assert json.loads((tmp_path / LOCK_FILE).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_FILE).exists()
+    assert not (tmp_path / (LOCK_FILE + ".takeover")).exists()
+
+
+def test_a_pid_reused_by_a_later_process_is_not_taken_for_the_holder(tmp_path):
+    later = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        # The lock's holder started an hour before the process that has its pid now.
+        started = psutil.Process(later.pid).create_time()
+        _write_lock(tmp_path / LOCK_FILE, pid=later.pid, process_started_at=started - 3600)
+        with pytest.warns(StaleLockWarning, match=rf"pid {later.pid} now names another process"):
+            RunLock(tmp_path).acquire()
+        # The same live process as the holder (its own start time): refused.
+        _write_lock(tmp_path / "b" / LOCK_FILE, pid=later.pid, process_started_at=started)
+        with pytest.raises(RunFolderLocked, match=rf"in use by process {later.pid}"):
+            RunLock(tmp_path / "b").acquire()
+    finally:
+        later.kill()
+        later.wait()
+
+
+def test_a_zombie_holder_is_dead(tmp_path):
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    deadline = time.time() + 30
+    while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE and time.time() < deadline:
+        time.sleep(0.05)  # exited, not yet collected by its parent (this process)
+    _write_lock(tmp_path / LOCK_FILE, pid=zombie.pid)
+    with pytest.warns(StaleLockWarning, match="a zombie"):
         RunLock(tmp_path).acquire()
-    message = str(info.value)
-    assert f"stale lock: {tmp_path / LOCK_FILE} was left by process {dead.pid}" in message
-    assert f"rm '{tmp_path / LOCK_FILE}'" in message
-    (tmp_path / LOCK_FILE).unlink()  # what the message says to do
-    RunLock(tmp_path).acquire()
+    zombie.wait()
+
+
+def test_a_live_holder_on_this_host_keeps_its_lock(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        _write_lock(tmp_path / LOCK_FILE, pid=holder.pid, started_at=time.time())
+        with pytest.raises(RunFolderLocked, match=rf"in use by process {holder.pid} on "):
+            RunLock(tmp_path).acquire()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_an_old_study_claim_of_a_dead_process_is_stale(tmp_path):
+    claim = tmp_path / "g__x__seed0.claim"
+    claim.write_text(f"pid {_dead_pid()} on {socket.gethostname()}\n")  # the claims of before
+    with pytest.warns(StaleLockWarning, match="no longer runs"):
+        with FileLock(claim, "the study run g__x__seed0"):
+            assert json.loads(claim.read_text())["pid"] == os.getpid()
+    claim.write_text("pid 1 on elsewhere\n")
+    with pytest.raises(LockHeld, match="held by process 1 on elsewhere"):
+        FileLock(claim).acquire()
+
+
+def _take(path, ready, results):
+    ready.wait()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lock = FileLock(path)
+            lock.acquire()
+        results.put("held")
+        time.sleep(1)  # hold it while the others look
+        lock.release()
+    except LockHeld:
+        results.put("refused")
+
+
+def test_processes_finding_one_stale_lock_together_take_it_over_once(tmp_path):
+    path = tmp_path / "point.lock"
+    _write_lock(path, pid=_dead_pid())
+    context = multiprocessing.get_context()
+    ready, results = context.Event(), context.Queue()
+    takers = [context.Process(target=_take, args=(path, ready, results)) for _ in range(4)]
+    for p in takers:
+        p.start()
+    time.sleep(0.5)
+    ready.set()
+    outcomes = sorted(results.get(timeout=120) for _ in takers)
+    for p in takers:
+        p.join(timeout=60)
+    assert outcomes == ["held", "refused", "refused", "refused"]
 
 
 def test_a_lock_from_another_host_is_never_taken_for_stale(tmp_path):
-    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
-    with pytest.raises(RunFolderLocked, match="in use by process 1 on elsewhere"):
+    # A cluster node's lock: its pid says nothing here, even one that runs nothing on this host.
+    (tmp_path / LOCK_FILE).write_text(json.dumps({"pid": _dead_pid(), "host": "node7",
+                                                  "slurm_job": "4242_3"}))
+    with pytest.raises(RunFolderLocked, match=r"in use by process \d+ on node7 \(SLURM job "
+                                              r"4242_3\).*its job ended: squeue -j 4242_3"):
         RunLock(tmp_path).acquire()
 
 

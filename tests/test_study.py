@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import socket
 import statistics
 
 import pytest
 
 from discomm_lite.config import make_config
+from discomm_lite.teach.executors import Executor
 from discomm_lite.teach.study import (
     StudyRun,
     load_results,
     mean_std,
+    paired_difference,
     run_study,
     summarize,
     training_key,
@@ -115,7 +118,7 @@ def _load_tables_script():
 def test_the_reports_tables_are_those_of_the_committed_results():
     tables = _load_tables_script()
     readme = tables.README.read_text()
-    assert tables.render(readme, load_results(tables.RESULTS)) == readme, (
+    assert tables.render(readme, tables.load_studies()) == readme, (
         "studies/README.md's tables differ from studies/results: run python studies/tables.py")
 
 
@@ -133,3 +136,130 @@ def test_study_tables_order_numbers_as_numbers_and_add_the_comparisons_runs_as_r
     rows = [line for line in table.splitlines() if line.startswith("| beta")]
     assert rows[0].startswith("| beta=0 | 0 | 0.400 |")
     assert rows[1].startswith("| beta=0.1 (BITS-fixed) | 0, 1 | 0.600 ± 0.141 |")
+
+
+def test_paired_difference_is_the_t_interval_of_the_seedwise_differences():
+    a = {0: 0.553, 1: 0.540, 2: 0.549, 3: 0.1}
+    b = {0: 0.555, 1: 0.544, 2: 0.546}  # seed 3 has no partner: left out
+    mean, half, n = paired_difference(a, b)
+    diffs = [-0.002, -0.004, 0.003]
+    assert n == 3 and mean == pytest.approx(statistics.mean(diffs))
+    # t(0.975, 2) = 4.3027 (tables), times the standard error of the mean difference
+    assert half == pytest.approx(4.3027 * statistics.stdev(diffs) / math.sqrt(3), rel=1e-4)
+    assert math.isnan(paired_difference({0: 1.0}, {0: 0.5})[1])
+
+
+# ---- the study runner as a batch (issues 23, 25) -------------------------------------------------
+def _train_losses(result: dict) -> list[float]:
+    return [r["loss"] for r in result["records"] if r["kind"] == "train"]
+
+
+@pytest.mark.slow
+def test_a_study_through_submitit_gives_the_local_pools_results(tmp_path):
+    specs = [StudyRun("g", "a", "synthetic-toy", TINY, kind="curve"),
+             StudyRun("g", "b", "synthetic-toy", {**TINY, "n_bits": 16}, kind="curve")]
+    assert run_study(specs, tmp_path / "runs-local", tmp_path / "local", jobs=2) == [
+        s.name for s in specs]
+    assert run_study(specs, tmp_path / "runs-submitit", tmp_path / "submitit",
+                     executor=Executor("submitit-local")) == [s.name for s in specs]
+    local = {r["name"]: r for r in load_results(tmp_path / "local")}
+    submitted = {r["name"]: r for r in load_results(tmp_path / "submitit")}
+    for spec in specs:
+        assert _train_losses(submitted[spec.name]) == _train_losses(local[spec.name])
+    jobs = tmp_path / "runs-submitit" / "jobs"
+    assert {r["status"] for r in map(json.loads, (p.read_text() for p in jobs.glob("g__*.json")))
+            } == {"ok"}
+    assert list((jobs / "submitit").glob("*_log.err"))  # submitit's logs beside the records
+
+
+@pytest.mark.slow
+def test_a_claim_left_by_a_killed_study_run_is_taken_over(tmp_path, capfd):
+    import subprocess
+    import sys
+
+    spec = StudyRun("g", "left", "synthetic-toy", TINY, kind="curve")
+    results = tmp_path / "results"
+    results.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (results / f"{spec.name}.claim").write_text(json.dumps(
+        {"pid": dead.pid, "host": socket.gethostname(), "started": "earlier"}))
+    assert run_study([spec], tmp_path / "runs", results) == [spec.name]  # not skipped forever
+    assert not (results / f"{spec.name}.claim").exists()
+    # A claim from another host is never taken for stale: that spec is skipped, saying by whom.
+    other = StudyRun("g", "elsewhere", "synthetic-toy", TINY, kind="curve")
+    (results / f"{other.name}.claim").write_text(json.dumps({"pid": 1, "host": "node7"}))
+    capfd.readouterr()
+    assert run_study([other], tmp_path / "runs", results) == []
+    assert (f"skipped {other.name}: the study run {other.name} is held by process 1 on node7"
+            in capfd.readouterr().out)
+
+
+STUDY_SCRIPT = """
+import sys
+from pathlib import Path
+from discomm_lite.teach.study import StudyRun
+from discomm_lite.teach.study_cli import study_main
+TINY = {tiny!r}
+GROUPS = {{"g": lambda: [StudyRun("g", "long", "synthetic-toy", {{**TINY, "epochs": 12}},
+                                  kind="curve")]}}
+raise SystemExit(study_main(GROUPS, description="a test study", results=Path(sys.argv[1]),
+                            runs_root=Path(sys.argv[2]), argv=sys.argv[3:]))
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_study_runner_releases_its_claim_and_the_next_run_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "study.py"
+    script.write_text(STUDY_SCRIPT.format(tiny=TINY))
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    name = "g__long__seed0"
+    command = [sys.executable, str(script), str(results), str(runs)]
+    runner = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = runs / name / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while not (metrics.exists() and metrics.read_text().count('"train"') >= 4):
+        assert time.monotonic() < deadline, "the study never trained"
+        time.sleep(0.1)
+    runner.send_signal(signal.SIGTERM)
+    _, err = runner.communicate(timeout=120)
+    assert runner.returncode == 143
+    assert err.strip().splitlines()[-1].startswith("interrupted: the study stopped (SIGTERM)")
+    assert not (results / f"{name}.claim").exists()  # released: the next run takes the spec
+    assert (runs / name / "checkpoint.pt").exists()
+    status = subprocess.run([*command, "--status"], capture_output=True, text=True, check=True)
+    assert status.stdout.startswith(f"interrupted {name}  stopped by SIGTERM: Training stopped")
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    (result,) = load_results(results)
+    assert [r["step"] for r in result["records"] if r["kind"] == "train"] == list(range(1, 49))
+
+
+def test_both_study_scripts_share_one_command_line(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    studies = Path(__file__).resolve().parents[1] / "studies"
+
+    def script(name, *args):
+        return subprocess.run([sys.executable, str(studies / name), *args], cwd=studies,
+                              capture_output=True, text=True, timeout=300)
+
+    listed = script("cpu_recipe.py", "--groups", "floor", "--list")
+    assert listed.returncode == 0 and listed.stdout.count("floor__random_init__seed") == 3
+    for name in ("cpu_recipe.py", "resets.py"):
+        assert "--executor {local,slurm,submitit-local}" in script(name, "--help").stdout
+    checked = script("resets.py", "--verify", "--results", str(tmp_path))
+    assert checked.returncode == 0 and "0 results checked" in checked.stdout
+    ignored = script("resets.py", "--slurm-partition", "gpu", "--results", str(tmp_path),
+                     "--runs-root", str(tmp_path / "runs"))
+    assert ignored.returncode == 2
+    assert ignored.stderr == ("error: --slurm-partition applies to --executor slurm or "
+                              "submitit-local; these runs go to this machine's processes.\n")
+    assert not (tmp_path / "runs").exists()

@@ -71,9 +71,23 @@ def test_a_failed_run_is_reported_and_the_others_finish(notebook, tmp_path):
         assert (out / name / "tiny.ipynb").exists()
     assert not (out / "n_bits=13" / "metrics.jsonl").exists()
     assert json.loads((out / "summary.json").read_text()) == json.loads(json.dumps(results))
-    table, rows, cols = summary_table(results, "n_bits", "seed", "knn20_top1")
+    table, spread, rows, cols = summary_table(results, "n_bits", "seed", "knn20_top1")
     assert rows == [8, 13, 16] and cols == [3]
     assert table[0] == [0.08] and table[2] == [0.16] and table[1][0] != table[1][0]  # NaN
+    assert all(s[0] != s[0] for s in spread)  # one run a cell: no spread
+
+
+def test_summary_table_averages_the_runs_of_a_cell_over_the_other_names():
+    def run(n_bits, seed, knn):
+        return {"parameters": {"n_bits": n_bits, "seed": seed},
+                "final_eval": None if knn is None else {"knn20_top1": knn}}
+
+    results = [run(8, 0, 0.5), run(8, 1, 0.7), run(16, 0, 0.9), run(16, 1, None)]
+    means, spreads, rows, cols = summary_table(results, "n_bits", "n_bits", "knn20_top1")
+    assert rows == cols == [8, 16]
+    assert means[0][0] == pytest.approx(0.6) and spreads[0][0] == pytest.approx(0.1414, abs=1e-4)
+    assert means[1][1] == 0.9 and spreads[1][1] != spreads[1][1]  # the failed seed is left out
+    assert means[0][1] != means[0][1]  # no run there
 
 
 @pytest.mark.skipif(multiprocessing.get_start_method() != "fork",

@@ -61,16 +61,20 @@ class Config:
     # What else a head reset does. The paper says only that the head is "re-sampled from its
     # initial distribution"; its code re-initialises the head's modules in place, which leaves
     # AdamW's moments as they were. Each choice below was measured (studies/README.md, resets):
-    reinit_optimizer_state: str = "clear"  # keep the head's AdamW moments | clear them
-    reinit_warmup_steps: int = 0  # the head's lr ramps up from 0 over this many steps after a reset
+    reinit_optimizer_state: str = "clear"  # clear the head's AdamW moments | keep them
+    # The new head's lr ramps up from 0 over this many steps after a reset; None: as many as the
+    # run's own lr warm-up (warmup_epochs), the schedule the first head had. Without it, a reset
+    # at a toy run's peak lr collapsed the channel (cifar-toy: k-NN@20 -7 points).
+    reinit_warmup_steps: int | None = None
     # The teacher head's EMA momentum for reinit_catchup_steps steps after a reset (None: the
     # schedule's, as the backbone's). In the paper a reset period is ~50,000 steps at momentum
     # >= 0.996, so the teacher head forgets its random draw; a 39-step toy epoch at 0.99 does not.
     reinit_teacher_momentum: float | None = None
     reinit_catchup_steps: int = 0
-    # Also reset when the run ends before the reset's period does (the paper's calendar, 10 of 100
-    # epochs, never does; False keeps the final codes those of a head that learned for a period).
-    reinit_partial_period: bool = True
+    # Also reset when the run ends before the reset's period does. False (the paper's calendar:
+    # resets at 10, 20, ..., 90 of 100 epochs, each with a whole period after it) keeps the final
+    # codes those of a head that learned for a whole period.
+    reinit_partial_period: bool = False
 
     # ---- DINO's options (method dino only; discomm_lite.method.dino reads them) ------------
     n_prototypes: int = 4096  # 65536 in DINO's ImageNet recipe

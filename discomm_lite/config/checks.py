@@ -7,6 +7,7 @@ configuration read from a shared file may hold a list that would take hours to p
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import numbers
@@ -41,9 +42,15 @@ class BaselineResetWarning(UserWarning):
     """Head resets asked for a method other than BITS (the paper: they make SimDINO diverge)."""
 
 
+@functools.cache
+def _hints(cls: type) -> dict:
+    # Evaluating the (string) annotations is the costly part of a Config's checks: once per class.
+    return typing.get_type_hints(cls)
+
+
 def plain_field_types(cls: type) -> dict[str, type]:
     """The plain Python type of each field of the dataclass `cls`, Optional removed."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     plain = {}
     for f in fields(cls):
         args = [a for a in typing.get_args(hints[f.name]) if a is not type(None)]
@@ -53,7 +60,7 @@ def plain_field_types(cls: type) -> dict[str, type]:
 
 def optional_field_names(cls: type) -> frozenset[str]:
     """The fields of the dataclass `cls` that accept None."""
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     return frozenset(f.name for f in fields(cls)
                      if type(None) in typing.get_args(hints[f.name]))
 
@@ -183,8 +190,9 @@ def validate(c: Config) -> None:
         "reinit_warmup_steps": 0, "reinit_catchup_steps": 0,
     }
     for name, low in at_least.items():
-        if getattr(c, name) < low:
-            _fail(name, getattr(c, name), f"an integer >= {low}")
+        if getattr(c, name) is not None and getattr(c, name) < low:
+            _fail(name, getattr(c, name), f"an integer >= {low}"
+                  + (", or None" if name in optional_field_names(type(c)) else ""))
     _check_views(c)
     if c.warmup_epochs >= c.epochs and c.epochs > 1:
         _fail("warmup_epochs", c.warmup_epochs, f"smaller than epochs ({c.epochs})")

@@ -273,7 +273,7 @@ def retrieval_map(
 def map_vs_bits(
     codes: Tensor,
     labels: Tensor,
-    bits_kept: Sequence[int] = (32, 64, 128, 256),
+    bits_kept: Sequence[int] = (16, 32, 64, 128, 256),
     *,
     database: Tensor | None = None,
     database_labels: Tensor | None = None,

@@ -1,30 +1,40 @@
-"""The ablation lab of notebook 03: settings of a base config over seeds, taken from the study's
-precomputed grid or trained here, with their curves, final evaluations and table."""
+"""The ablation lab of notebook 03: settings of a base config over seeds, read from the studies'
+precomputed grids in an instant, or trained here (after an estimate of what it costs).
+
+The widgets around it are `lab_panel`; the grids are `studies/lab.py`'s (and the other studies'
+runs of the same base).
+"""
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from discomm_lite.config import Config
 from discomm_lite.teach.notebook import cached_train, find_data_root, is_smoke
-from discomm_lite.teach.study import effective_config, over_seeds, training_key
-from discomm_lite.teach.study_report import floor_values
+from discomm_lite.teach.study import (
+    RESET_HANDLING,
+    effective_config,
+    final_value,
+    mean_std,
+    over_seeds,
+    paired_difference,
+    training_key,
+)
+from discomm_lite.teach.study_report import floor_values, reset_health_table
 from discomm_lite.teach.tables import MarkdownTable, markdown_table
 
-# The knobs of the lab's panel, in the order the widgets show them.
-LAB_FIELDS = ("n_bits", "reinit_every", "coding_rate_weight", "agreement", "targets")
-# Values every slider offers besides the grid's (the configured value is always added).
-LAB_OPTIONS = {
-    "n_bits": (16, 32, 64, 128, 256),
-    "reinit_every": (0, 1, 2, 5),
-    "coding_rate_weight": (0.0, 0.01, 0.03, 0.1, 0.3, 1.0),
-    "agreement": ("bce", "cosine"),
-    "targets": ("hard", "soft"),
-}
+# The knobs of the lab, in the order the widgets show them.
+LAB_FIELDS = ("n_bits", "reinit_every", "coding_rate_weight", "agreement", "targets",
+              "target_temperature")
+# What the final evaluations are called where the lab shows them.
+LAB_KEYS = {"knn20_top1": "k-NN@20", "knn200_top1": "k-NN@200",
+            "map_hamming_16": "code mAP, first 16 bits",
+            "effective_dim": "effective dimension", "map_cosine": "feature mAP",
+            "code_mean_abs_correlation": "mean |bit correlation|"}
 # The fields a random-init network's backbone depends on (its floor).
 _FLOOR_FIELDS = ("dataset", "backbone", "image_size", "train_subset", "test_subset")
 
@@ -37,12 +47,11 @@ class LabRun:
     seed: int
     records: list
     final: dict | None
-    source: str  # "precomputed" (the study's grid) or "trained here"
+    source: str  # "precomputed" (a study's run) or "trained here"
 
 
 def _same_run(config: Config, candidate: Mapping, ignore: Sequence[str] = ()) -> bool:
-    """Whether a result's config dict trains like `config` (`study.training_key`), `ignore`
-    aside."""
+    """Whether a result's config dict trains like `config` (`study.training_key`)."""
     return training_key(config.to_dict(), ignore) == training_key(candidate, ignore)
 
 
@@ -64,34 +73,43 @@ def _saved_full_evaluation(checkpoint: Path, config: Config) -> dict | None:
 class Lab:
     """The ablation lab: settings of the base config, each over `seeds`, precomputed or trained.
 
-    A setting is a dict of `LAB_FIELDS` values. For each seed, a run of the study (`results`,
-    see `study.load_results`) whose config equals the base with the setting applied (machine
-    fields aside) is used as it is; any other is trained here (`cached_train` under the base's
-    out_dir, so once only) and evaluated with the study's protocol (`evaluate_checkpoint`; the
-    whole splits, saved beside the checkpoint and read back when asked again, or the run's
-    subsets with `full_evaluation=False`; default: the whole splits except in the smoke
-    setting). The random-init floor comes from the study's floor runs of the same backbone and
-    data when there are some; else it is evaluated here once. In the smoke setting each setting
-    runs with the first seed only (see also `settings`).
+    A setting is a dict of `LAB_FIELDS` values. For each seed, a study run (`results`, see
+    `study.load_results`) whose config trains like the base with the setting applied is used as
+    it is; any other is trained here (`cached_train` under the base's out_dir, so once only) and
+    evaluated with the studies' protocol (`evaluate_checkpoint` on the whole splits, or the run's
+    subsets with `full_evaluation=False`; default: the whole splits except in the smoke setting).
+    `costs` (`study_report.run_costs`) estimates what training a setting here would take;
+    `train_overrides` change the runs trained here, not the lookups (the smoke setting shrinks
+    them, `notebook.smoke_changes`). In the smoke setting each setting runs with the first seed
+    only.
     """
 
     def __init__(self, base: Config, results: Sequence[dict] = (), *,
-                 seeds: Sequence[int] = (0, 1), full_evaluation: bool | None = None) -> None:
+                 seeds: Sequence[int] = (0, 1), full_evaluation: bool | None = None,
+                 costs: Mapping[str, Mapping] | None = None,
+                 train_overrides: Mapping | None = None) -> None:
         if isinstance(seeds, str) or not seeds or not all(
                 isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
             raise ValueError(f"seeds = {seeds!r:.60} must be a non-empty list of integers, e.g. "
                              "[0, 1] (with papermill: -y 'seeds: [0, 1]').")
         self.base = base
+        self.train_overrides = dict(train_overrides or {})
         self.seeds = tuple(seeds[:1]) if is_smoke() else tuple(seeds)
         self.full_evaluation = not is_smoke() if full_evaluation is None else full_evaluation
-        # The study's trained runs of this base: equal to it but for the lab's knobs and seed.
-        self.precomputed = [r for r in results if r.get("kind") == "train" and r.get("eval")
-                            and _same_run(base, r["config"], ignore=(*LAB_FIELDS, "seed"))]
+        self.costs = dict(costs or {})
+        # The studies' trained runs of this base: equal to it but for the lab's knobs, the seed
+        # and what a reset does (a run without resets reads those as its own); a setting is
+        # then looked up by its whole training key.
+        ignore = (*LAB_FIELDS, "seed", *RESET_HANDLING)
+        self.grid_runs = [r for r in results if r.get("kind") == "train" and r.get("eval")
+                          and _same_run(base, r["config"], ignore=ignore)]
+        self._by_key = {training_key(r["config"]): r for r in self.grid_runs}
         self.floors = [r for r in results if r.get("kind") == "floor" and r.get("eval")]
         self.tried: dict[str, list[LabRun]] = {}  # label -> its runs, in the order tried
         self._floor: dict | None = None
         self._data_root: str | None = None  # found once, when a setting first trains here
 
+    # ---- settings ---------------------------------------------------------------------------
     def settings(self, **values: Sequence) -> list[dict]:
         """Every combination of `values` (field -> values), e.g. n_bits x reinit_every.
 
@@ -112,27 +130,75 @@ class Lab:
         changed = {k: v for k, v in setting.items() if v != base[k]}
         return run_name(changed) if changed else "base"
 
-    def runs(self, setting: Mapping) -> list[LabRun]:
-        """Every seed of `setting`, looked up in the study or trained here; remembered as tried."""
+    def refusal(self, setting: Mapping) -> str | None:
+        """Why `setting` would change nothing or cannot run (None when it can): a reset period
+        whose resets never fire in this run, a temperature for hard targets, an unknown knob."""
         unknown = sorted(set(setting) - set(LAB_FIELDS))
         if unknown:
-            raise ValueError(f"The lab varies {', '.join(LAB_FIELDS)}; not {unknown}.")
+            return f"the lab varies {', '.join(LAB_FIELDS)}; not {', '.join(unknown)}"
+        config = self.base.replace(**setting)
+        every, epochs = config.reinit_every, config.epochs
+        if every and every >= epochs:
+            return (f"a reset every {every} epochs never fires in a {epochs}-epoch run (the "
+                    f"first would be at the start of epoch {every + 1}): it is the same run as "
+                    "never resetting")
+        if every and not config.reinit_partial_period and 2 * every > epochs:
+            return (f"a reset every {every} epochs fires only at epoch {every}, with less than "
+                    f"a period left in the {epochs}-epoch run; this base skips such a reset "
+                    "(reinit_partial_period=False): it is the same run as never resetting")
+        if config.targets == "hard" and config.target_temperature != self.base.target_temperature:
+            return "the temperature only softens soft targets: with hard ones it changes nothing"
+        return None
+
+    def precomputed(self, setting: Mapping) -> list[LabRun] | None:
+        """Every seed of `setting` from the studies' runs, or None when one is missing."""
+        runs = []
+        for seed in self.seeds:
+            match = self._by_key.get(training_key(self.base.replace(**setting,
+                                                                    seed=seed).to_dict()))
+            if match is None:
+                return None
+            runs.append(LabRun(dict(setting), seed, match.get("records", []), match["eval"],
+                               "precomputed"))
+        return runs
+
+    def estimate_seconds(self, setting: Mapping) -> float | None:
+        """What training and evaluating `setting`'s seeds here would take (seconds), from the
+        measured cost of a step and of an evaluation on this dataset (`study_report.run_costs`);
+        None without a measurement of this dataset."""
+        cost = self.costs.get(self.base.dataset)
+        if cost is None:
+            return None
+        config = self.training_config(setting)
+        n_images = config.train_subset or cost["train_images"]
+        steps = config.epochs * (n_images // config.batch_size)
+        per_run = steps * cost["seconds_per_step"] + cost["evaluation_seconds"]
+        return per_run * len(self.seeds)
+
+    # ---- runs -------------------------------------------------------------------------------
+    def runs(self, setting: Mapping, *, callbacks: Sequence[Callable[[dict], None]] = ()
+             ) -> list[LabRun]:
+        """Every seed of `setting`, precomputed or trained here; remembered as tried.
+
+        Raises ValueError when the setting is refused (`refusal`). `callbacks` receive each
+        record of the seeds trained here (progress, live curves).
+        """
+        reason = self.refusal(setting)
+        if reason:
+            raise ValueError(f"{self.label(setting)}: {reason}.")
         label = self.label(setting)
         if label not in self.tried:
-            self.tried[label] = [self._run(dict(setting), seed) for seed in self.seeds]
+            self.tried[label] = self.precomputed(setting) or [
+                self._train(dict(setting), seed, callbacks) for seed in self.seeds]
         return self.tried[label]
 
-    def _run(self, setting: dict, seed: int) -> LabRun:
-        """One seed of a setting: the study's run when it has one, else trained and evaluated."""
-        config = self.base.replace(**setting, seed=seed)
-        for result in self.precomputed:
-            if _same_run(config, result["config"]):
-                return LabRun(setting, seed, result.get("records", []), result["eval"],
-                              "precomputed")
+    def _train(self, setting: dict, seed: int, callbacks) -> LabRun:
+        """One seed of a setting off the grid: trained (or taken from the run cache) and
+        evaluated with the studies' protocol."""
         from discomm_lite.evaluation.suite import evaluate_checkpoint
 
-        run = cached_train(config.replace(data_root=self.data_root()), self.base.out_dir or "runs",
-                           progress=False)
+        config = self.training_config(setting).replace(seed=seed, data_root=self.data_root())
+        run = cached_train(config, self.base.out_dir or "runs", callbacks=callbacks)
         checkpoint = Path(run.out_dir) / "checkpoint.pt"
         if not self.full_evaluation:
             final = evaluate_checkpoint(checkpoint, write=False)
@@ -140,6 +206,10 @@ class Lab:
             final = (_saved_full_evaluation(checkpoint, run.config)
                      or evaluate_checkpoint(checkpoint, train_subset=0, test_subset=0))
         return LabRun(setting, seed, run.records, final, "trained here")
+
+    def training_config(self, setting: Mapping) -> Config:
+        """The config a setting trains with here: the base, the setting, `train_overrides`."""
+        return self.base.replace(**setting, **self.train_overrides)
 
     def data_root(self) -> str | None:
         """Where the settings trained here read their data (`find_data_root`, asked once)."""
@@ -154,8 +224,9 @@ class Lab:
             mine = self.base.to_dict()
             floors = [r for r in self.floors
                       if all(r["config"].get(k) == mine[k] for k in _FLOOR_FIELDS)]
+            keys = ("knn20_top1", "knn200_top1", "linear_top1", "effective_dim")
             if floors:
-                self._floor = floor_values(floors, ("knn20_top1", "knn200_top1", "linear_top1"))
+                self._floor = floor_values(floors, keys)
             else:
                 from discomm_lite.evaluation.suite import evaluate_random_init
 
@@ -163,18 +234,80 @@ class Lab:
                 if self.full_evaluation:
                     config = config.replace(train_subset=0, test_subset=0)
                 result = evaluate_random_init(config)
-                self._floor = {k: result[k] for k in ("knn20_top1", "knn200_top1",
-                                                      "linear_top1")}
+                self._floor = {k: result[k] for k in keys if k in result}
         return self._floor
+
+    # ---- what the lab shows -----------------------------------------------------------------
+    def value(self, setting: Mapping, key: str) -> tuple[float, float, int]:
+        """(mean, std, seeds) of a final evaluation over `setting`'s seeds (`final_value`);
+        (NaN, NaN, 0) for a setting not precomputed nor tried."""
+        label = self.label(setting)
+        if label not in self.tried and self.precomputed(setting) is not None:
+            self.tried[label] = self.precomputed(setting)  # remembered: the next look is instant
+        return mean_std(final_value(run.final, key) for run in self.tried.get(label, []))
+
+    def paired(self, setting: Mapping, key: str, reference: Mapping | None = None
+               ) -> tuple[float, float, int]:
+        """(mean, 95% half-width, seeds) of `setting` minus `reference` (the base by default),
+        paired by seed (`study.paired_difference`); NaN where either is not available."""
+        values = [{run.seed: final_value(run.final, key) for run in self.runs_if_known(s)}
+                  for s in (setting, reference or {})]
+        return paired_difference(*values)
+
+    def reset_health(self, setting: Mapping) -> MarkdownTable:
+        """Each head reset of `setting`'s runs, from their records (`reset_health_table`)."""
+        return reset_health_table([(run.seed, run.records)
+                                   for run in self.runs_if_known(setting)])
+
+    def runs_if_known(self, setting: Mapping) -> list[LabRun]:
+        """`setting`'s runs when it was tried or is precomputed ([] otherwise: nothing trains)."""
+        self.value(setting, "knn20_top1")  # remembers a precomputed setting as tried
+        return self.tried.get(self.label(setting), [])
+
+    def grid(self, rows: str, columns: str, row_values: Sequence, column_values: Sequence,
+             key: str) -> tuple[list[list[float]], list[list[float]]]:
+        """(means, spreads) of `key` over the precomputed settings rows x columns (the base's
+        other knobs), as (R, C) tables; NaN where a cell is not precomputed or one seed only."""
+        means, spreads = [], []
+        for r in row_values:
+            cells = [self.value({rows: r, columns: c}, key) for c in column_values]
+            means.append([mean for mean, _, _ in cells])
+            spreads.append([std if n > 1 else math.nan for _, std, n in cells])
+        return means, spreads
+
+    def heatmaps(self, rows: str = "n_bits", columns: str = "reinit_every",
+                 keys: Sequence[str] = ("knn20_top1", "map_hamming_16", "effective_dim"), *,
+                 highlight: Mapping | None = None):
+        """Heat maps of the precomputed grid rows x columns, one per key, each cell the mean over
+        seeds with its spread; `highlight` outlines a setting's cell."""
+        from discomm_lite.viz.grids import plot_heatmaps
+
+        row_values = self._grid_values(rows)
+        column_values = self._grid_values(columns)
+        panels = {LAB_KEYS.get(key, key): self.grid(rows, columns, row_values, column_values,
+                                                    key) for key in keys}
+        cell = None
+        if highlight is not None and highlight.get(rows) in row_values \
+                and highlight.get(columns) in column_values:
+            cell = (row_values.index(highlight[rows]), column_values.index(highlight[columns]))
+        names = {0: "never"} if columns == "reinit_every" else {}
+        return plot_heatmaps(panels, [str(v) for v in row_values],
+                             [names.get(v, str(v)) for v in column_values],
+                             row_name=rows, col_name=columns, highlight=cell)
+
+    def _grid_values(self, field: str) -> list:
+        """The values of `field` among the precomputed runs (with the base's), in order."""
+        values = {effective_config(r["config"])[field] for r in self.grid_runs}
+        values.add(effective_config(self.base.to_dict())[field])
+        return sorted(values, key=lambda v: (isinstance(v, str), v))
 
     def figure(self, settings: Sequence[Mapping] | None = None):
         """Curves and final evaluations of `settings` (default: every setting tried so far).
 
-        Curves: coding rate (with the one-direction rate of each K), bit agreement (chance 0.5),
-        and k-NN during training where a run evaluated during training (the study's runs did not:
-        their k-NN is the final one); one colour per setting, one line per seed. Bars: k-NN@20
-        with the random-init floor, and the redundancy of the codes (mean |correlation| between
-        bits).
+        Curves: coding rate (with the one-direction rate of each K), bit agreement (chance 0.5)
+        and k-NN during training where a run evaluated during training, each run's head resets
+        marked; one colour per setting, one line per seed. Finals: k-NN@20 with the random-init
+        floor, and the code mAP on the first 16 bits (equal length whatever K).
         """
         from discomm_lite.viz.plots import channel_references, plot_lab
 
@@ -189,11 +322,12 @@ class Lab:
         floor = {key: {"random-init floor": value} for key, value in self.floor().items()}
         records = {label: [run.records for run in seeds] for label, seeds in runs.items()}
         logged = {key for seeds in records.values() for run in seeds for r in run for key in r}
+        finals = {label: [{k: final_value(run.final, k) for k in ("knn20_top1", "map_hamming_16")}
+                          for run in seeds] for label, seeds in runs.items()}
         return plot_lab(
-            records,
-            {label: [run.final for run in seeds] for label, seeds in runs.items()},
+            records, finals,
             curves=[k for k in ("coding_rate", "bit_agreement", "knn20_top1") if k in logged],
-            final_keys=("knn20_top1", "code_mean_abs_correlation"),
+            final_keys=("knn20_top1", "map_hamming_16"),
             agreement={label: c.agreement for label, c in configs.items()},
             curve_references=channel_references(
                 n_bits=sorted({c.n_bits for c in configs.values()}), eps=self.base.eps),
@@ -201,32 +335,11 @@ class Lab:
 
     def table(self) -> MarkdownTable:
         """Every setting tried: seeds, where they come from, final evaluations (mean ± std)."""
-        keys = ("knn20_top1", "knn200_top1", "code_mean_abs_correlation", "map_hamming")
+        keys = ("knn20_top1", "knn200_top1", "map_hamming_16", "effective_dim")
         rows = []
         for label, runs in self.tried.items():
-            finals = [run.final or {} for run in runs]
-            last = [[r for r in run.records if r.get("kind") == "train"][-1:] for run in runs]
-            rate = over_seeds(x[0]["coding_rate"] for x in last if x and "coding_rate" in x[0])
+            finals = [run.final for run in runs]
             rows.append([label, len(runs), ", ".join(sorted({run.source for run in runs})),
-                         *(over_seeds(f.get(k, math.nan) for f in finals) for k in keys), rate])
-        return markdown_table(rows, ["setting", "seeds", "source", *keys, "final coding rate"])
-
-    def controls(self) -> dict:
-        """One widget per `LAB_FIELDS` entry; its options are the grid's, the usual values and
-        the configured one (so any configured value can be shown, e.g. n_bits = 48)."""
-        import ipywidgets as widgets
-
-        controls = {}
-        base = effective_config(self.base.to_dict())
-        for name in LAB_FIELDS:
-            current = base[name]
-            grid = {effective_config(r["config"])[name] for r in self.precomputed}
-            options = sorted({*LAB_OPTIONS[name], *grid, current},
-                             key=str if isinstance(current, str) else float)
-            controls[name] = widgets.Dropdown(options=options, value=current, description=name)
-        return controls
-
-    def show(self, **setting):
-        """Train or fetch `setting`, then the figure of every setting tried (for the widgets)."""
-        self.runs(setting)
-        return self.figure()
+                         *(over_seeds(final_value(f, k) for f in finals) for k in keys)])
+        return markdown_table(rows, ["setting", "seeds", "source",
+                                     *(LAB_KEYS.get(k, k) for k in keys)])

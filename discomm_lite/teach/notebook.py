@@ -41,9 +41,13 @@ def smoke(config: Config, **extra) -> Config:
     is chosen by `config_from_parameters`: in the smoke setting a notebook's own out_dir gets
     the suffix `SMOKE_SUFFIX`.
     """
-    if not is_smoke():
-        return config
-    return config.replace(**{**SMOKE_OVERRIDES, **extra})
+    changes = smoke_changes(**extra)
+    return config.replace(**changes) if changes else config
+
+
+def smoke_changes(**extra) -> dict:
+    """What the smoke setting changes on a run (`SMOKE_OVERRIDES` and `extra`); {} outside it."""
+    return {**SMOKE_OVERRIDES, **extra} if is_smoke() else {}
 
 
 def smoke_out_dir(out_dir: str | os.PathLike) -> str:
@@ -129,3 +133,15 @@ def live_plot(keys: tuple[str, ...] = ("loss",), every: int = 1) -> Callable[[di
             handle.update(figure)
 
     return callback
+
+
+def measured_costs() -> dict:
+    """The measured cost of the studies' runs by dataset (the "runs" of notebooks/costs.json,
+    found in the working folder or the nearest folder above it), for the lab's estimates; {}
+    without that file."""
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        for path in (folder / "costs.json", folder / "notebooks" / "costs.json"):
+            if path.is_file():
+                return json.loads(path.read_text()).get("runs", {})
+    return {}

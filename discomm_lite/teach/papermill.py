@@ -26,6 +26,7 @@ from discomm_lite.teach.notebook import is_smoke, smoke_out_dir
 # Notebook parameters that are not Config fields: name -> what it sets. A parameters cell may
 # assign these besides Config fields; `config_from_parameters` leaves them out of the Config.
 NOTEBOOK_PARAMETERS = {
+    "allow_cpu": "05: start the default run on a CPU too (refused by default: hours of training)",
     "grid": "08: the swept values, {Config field: [values, ...]}",
     "jobs": "08: how many runs of the sweep execute at a time",
     "launch_here": "07: train on this machine (True) or only print the torchrun command (False)",

@@ -4,8 +4,10 @@ A study is a list of `StudyRun` specs (a group, a variant label, a preset, overr
 `run_study` trains each one in its own run folder (resuming an interrupted one), evaluates its
 teacher with the full protocol of `suite.evaluate_checkpoint` (k-NN with the whole train split as
 the bank, the fast linear proxy, retrieval mAP, geometry and code statistics), and writes one JSON
-file per run: its config, its metrics records and its evaluation. A run whose JSON exists is not
-run again, so a study can be stopped and continued, and extended by adding specs.
+file per run: its config, its metrics records and its evaluation (`study_one.run_one`). A run
+whose JSON exists is not run again, so a study can be stopped and continued, and extended by
+adding specs. The runs go where an `executors.Executor` says: this machine's processes, or SLURM
+jobs (`teach.study_cli` gives a study script those options, and a status view).
 
 `load_results` and `summarize` turn those files into mean +- std tables over seeds; the notebooks
 (02, 03) and the study's report read them. Floors (`kind="floor"`) are the same networks at their
@@ -16,16 +18,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import platform
-import subprocess
-import time
+import signal
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from discomm_lite.config import Config, make_config
+from discomm_lite.teach.executors import Executor, Task
+from discomm_lite.teach.study_one import run_one
+from discomm_lite.training.runlock import FileLock, LockHeld
+
+JOBS_FOLDER = "jobs"  # under the runs root: each task's record, submitit's files and logs
 
 
 @dataclass(frozen=True)
@@ -58,96 +62,84 @@ class StudyRun:
                                            "out_dir": str(Path(runs_root) / self.name)})
 
 
-# Fraction of the train split held out as queries for `validate` (a seeded, fixed split).
-VALIDATION_QUERIES = 10_000
-_VALIDATION_SEED = 12345
-
-
-def run_one(spec: StudyRun, runs_root: str | Path, results_dir: str | Path,
-            threads: int = 1) -> dict:
-    """Train and evaluate one spec and write `<results_dir>/<name>.json`; returns the result."""
-    import torch
-
-    from discomm_lite.api import train
-    from discomm_lite.evaluation.suite import evaluate_checkpoint, evaluate_random_init
-
-    torch.set_num_threads(threads)
-    config = spec.config(runs_root)
-    result = {"name": spec.name, **asdict(spec), "config": config.to_dict(),
-              "machine": machine_description(threads), "commit": _git_commit(),
-              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-    if spec.kind == "floor":
-        started = time.perf_counter()
-        result["eval"] = evaluate_random_init(config.replace(train_subset=0, test_subset=0))
-        result["eval_seconds"] = time.perf_counter() - started
-    else:
-        started = time.perf_counter()
-        run = train(config, progress=False)  # a stop signal raises: the claim is released
-        result["train_seconds"] = time.perf_counter() - started
-        result["records"] = [r for r in run.records if r["kind"] != "warning"]
-        result["warnings"] = [r["message"] for r in run.records if r["kind"] == "warning"]
-        if spec.kind == "train":
-            started = time.perf_counter()
-            checkpoint = Path(config.out_dir) / "checkpoint.pt"
-            result["eval"] = evaluate_checkpoint(checkpoint, train_subset=0, test_subset=0)
-            if spec.validate:
-                result["validation"] = validation_knn(run.backbone, config)
-            result["eval_seconds"] = time.perf_counter() - started
-    path = Path(results_dir) / f"{spec.name}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, path)
-    return result
-
-
-def validation_knn(backbone, config: Config) -> dict[str, float]:
-    """k-NN top-1 with a fixed 10k part of the train split as queries and the rest as bank."""
-    import torch
-
-    from discomm_lite.evaluation.features import extract_features
-    from discomm_lite.evaluation.metrics import evaluate_knn
-    from discomm_lite.views.pipeline import load_splits
-
-    train_set, _ = load_splits(config.replace(train_subset=0), with_test=False)
-    out = extract_features(backbone, train_set, image_size=config.image_size)
-    order = torch.randperm(len(out["labels"]),
-                           generator=torch.Generator().manual_seed(_VALIDATION_SEED))
-    queries, bank = order[:VALIDATION_QUERIES], order[VALIDATION_QUERIES:]
-    scores = evaluate_knn(out["feats"][bank], out["labels"][bank], out["feats"][queries],
-                          out["labels"][queries])
-    return {f"val_{k}": v for k, v in scores.items()}
-
-
 def run_study(specs: Sequence[StudyRun], runs_root: str | Path, results_dir: str | Path, *,
-              jobs: int = 1, threads: int = 1, twin_dirs: Sequence[str | Path] = ()) -> list[str]:
-    """Run every spec whose result file is missing, `jobs` processes at a time.
+              jobs: int = 1, threads: int = 1, twin_dirs: Sequence[str | Path] = (),
+              executor: Executor | None = None) -> list[str]:
+    """Run every spec whose result file is missing, where `executor` says (default: this
+    machine, `jobs` processes at a time; `executors.Executor` for SLURM).
 
-    A spec whose training config is that of a finished run in `results_dir` or in one of
-    `twin_dirs` (another study's results) reuses that run's result instead of training again.
+    Specs that would train alike (`training_key`) run as one task: the first trains, the others
+    reuse its result, as does a spec whose training config is that of a finished run in
+    `results_dir` or in one of `twin_dirs` (another study's results).
 
-    Each run is claimed first (`<name>.claim`, created exclusively), so several invocations of a
-    study, on one machine or sharing a folder, never run the same spec twice. A claim left by a
-    killed process stays: delete it to run that spec again (its run folder resumes). Returns the
-    names this call ran.
+    Each run is claimed first (`<name>.claim`, a `runlock.FileLock`), so several invocations of a
+    study, on one machine or sharing a folder, never run the same spec twice; a spec claimed by a
+    live process (or one on another host) is skipped, saying by whom, and a claim left by a killed
+    process on this host is taken over with a warning (its run folder resumes). Each task's record
+    and submitit's files go to `<runs_root>/jobs/`. Returns the names this call trained or
+    evaluated; raises RuntimeError naming the failed runs once the others ran. A stop signal lets
+    the running ones save, then raises KeyboardInterrupt or `executors.BatchInterrupted`.
     """
     names = [s.name for s in specs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise ValueError(f"Two specs share the names {duplicates}: give them distinct variants.")
-    Path(results_dir).mkdir(parents=True, exist_ok=True)
-    if jobs <= 1:
-        return _work(specs, runs_root, results_dir, threads, twin_dirs)
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(_work, specs, runs_root, results_dir, threads, twin_dirs)
-                   for _ in range(jobs)]
-        return [name for future in futures for name in future.result()]
+    results_dir = Path(results_dir)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    before = {s.name for s in specs if (results_dir / f"{s.name}.json").exists()}
+    tasks = [Task(group[0].name, partial(_run_group, group, str(runs_root), str(results_dir),
+                                         threads, tuple(str(d) for d in twin_dirs)),
+                  done=partial(_all_done, [s.name for s in group], results_dir))
+             for group in twin_groups([s for s in specs if s.name not in before], runs_root)]
+    executor = executor or Executor(jobs=max(1, jobs))
+    folder = Path(runs_root) / JOBS_FOLDER
+    batch = executor.run(tasks, folder)
+    ran = [s.name for s in specs if s.name not in before and _trained_here(s, results_dir)]
+    if batch.stopped_by is not None:
+        raise batch.interruption(
+            f"the study stopped ({signal.Signals(batch.stopped_by).name}) after {len(ran)} "
+            "new run(s); run it again to continue (interrupted runs resume from their "
+            "checkpoints).")
+    failed = {n: r for n, r in batch.records.items()
+              if r and r.get("status") in ("failed", "died", "interrupted")}
+    if failed:
+        listed = "; ".join(f"{n}: {r.get('error')}" for n, r in failed.items())
+        raise RuntimeError(f"{len(failed)} study task(s) did not finish ({listed}); their "
+                           f"records are in {folder}.")
+    return ran
+
+
+def twin_groups(specs: Sequence[StudyRun], runs_root: str | Path) -> list[list[StudyRun]]:
+    """`specs` grouped so that specs that train alike (kind "train", equal `training_key`) are
+    one group, in the order of their first spec; every other spec alone."""
+    groups: dict[str, list[StudyRun]] = {}
+    for spec in specs:
+        key = (training_key(spec.config(runs_root).to_dict()) if spec.kind == "train"
+               else spec.name)
+        groups.setdefault(key, []).append(spec)
+    return list(groups.values())
+
+
+def _run_group(specs: Sequence[StudyRun], runs_root: str, results_dir: str, threads: int,
+               twin_dirs: Sequence[str]) -> dict:
+    return {"ran": _work(specs, runs_root, results_dir, threads, twin_dirs)}
+
+
+def _all_done(names: Sequence[str], results_dir: Path) -> bool:
+    return all((Path(results_dir) / f"{n}.json").exists() for n in names)
+
+
+def _trained_here(spec: StudyRun, results_dir: Path) -> bool:
+    path = Path(results_dir) / f"{spec.name}.json"
+    return path.exists() and "same_run_as" not in json.loads(path.read_text())
 
 
 def effective_config(values: Mapping) -> dict:
     """A config dict as it trains: the fields left to the method (None) replaced by the method's
-    values, and fields added since the dict was written (`checkpoint.FIELDS_ADDED`) filled in
-    with the behaviour of the code that wrote it."""
+    values, the head's warm-up left to the run (None) in steps where the dict says them, the
+    fields added since the dict was written (`checkpoint.FIELDS_ADDED`) filled in with the
+    behaviour of the code that wrote it, and what a head reset does made equal for runs without
+    one."""
     from discomm_lite.method import get_method
     from discomm_lite.training.checkpoint import FIELDS_ADDED
 
@@ -157,6 +149,14 @@ def effective_config(values: Mapping) -> dict:
                 "coding_rate_input": method.coding_rate_input}
     if not values.get("reinit_every") and not values.get("reinit_at_start"):
         values = {**values, **RESET_HANDLING}  # what a reset does cannot change a run without one
+    else:
+        if values.get("reinit_warmup_steps") is None and values.get("train_subset"):
+            # None: the run's own warm-up in steps (an in-memory subset drops its partial batch)
+            values = {**values, "reinit_warmup_steps":
+                      values["warmup_epochs"] * (values["train_subset"] // values["batch_size"])}
+        if values.get("reinit_every") and values["epochs"] % values["reinit_every"] == 0:
+            # every reset's period ends with the run: whether a partial one may start is moot
+            values = {**values, "reinit_partial_period": RESET_HANDLING["reinit_partial_period"]}
     return {k: defaults[k] if v is None and k in defaults else v for k, v in values.items()}
 
 
@@ -209,18 +209,20 @@ def _work(specs: Sequence[StudyRun], runs_root, results_dir, threads: int,
     done = []
     for spec in specs:
         result = Path(results_dir) / f"{spec.name}.json"
-        claim = result.with_suffix(".claim")
         if result.exists() or _reuse_twin(spec, runs_root, results_dir, twin_dirs):
             continue
+        claim = FileLock(result.with_suffix(".claim"), f"the study run {spec.name}")
         try:
-            os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
+            claim.acquire()
+        except LockHeld as held:
+            print(f"skipped {spec.name}: {held}", flush=True)
             continue
-        claim.write_text(f"pid {os.getpid()} on {platform.node()}\n")
-        try:
+        try:  # an interrupted run releases its claim; its run folder resumes next time
+            if result.exists():  # finished by another process since the check above
+                continue
             run_one(spec, runs_root, results_dir, threads)
-        finally:  # an interrupted run releases its claim; its run folder resumes next time
-            claim.unlink()
+        finally:
+            claim.release()
         done.append(spec.name)
         print(f"done {spec.name}", flush=True)
     return done
@@ -234,11 +236,45 @@ def load_results(results_dir: str | Path, group: str | None = None) -> list[dict
     return [r for r in results if group is None or r["group"] == group]
 
 
+def final_value(final: Mapping | None, key: str) -> float:
+    """A final evaluation's value: `map_hamming_<b>` reads the mAP of the codes' first b bits
+    (`map_vs_bits`), so codes of different lengths compare at an equal length; NaN if absent."""
+    final = final or {}
+    if key.startswith("map_hamming_"):
+        bits = key.rsplit("_", 1)[1]
+        by_bits = final.get("map_vs_bits") or {}  # int keys; str once saved as JSON
+        return float(by_bits.get(bits, by_bits.get(int(bits), math.nan)))
+    return float(final.get(key, math.nan))
+
+
+def reset_healths(records: Sequence[dict]) -> list[dict]:
+    """The "reset_health" record of each head reset in a run's `records`, each over the period
+    up to the next reset (`training.reset.reset_health`; also for runs logged before the
+    training loop wrote them)."""
+    from discomm_lite.training.reset import reset_health
+
+    resets = [i for i, r in enumerate(records) if r["kind"] == "reinit"] + [len(records)]
+    healths = [reset_health(records[:end], records[end - 1]["step"]) for end in resets[1:]]
+    return [h for h in healths if h is not None]
+
+
+def lowest_rate_after_reset(records: Sequence[dict]) -> float:
+    """The lowest coding rate after a head reset, as a fraction of the rate just before it, over
+    a run's resets (NaN without a reset): under 0.5, a reset collapsed the channel."""
+    ratios = [h["coding_rate_min"] / h["coding_rate_before"] for h in reset_healths(records)
+              if h["coding_rate_before"]]
+    return min(ratios) if ratios else math.nan
+
+
 def metric(result: dict, key: str) -> float:
-    """A number of a result: its evaluation, validation, or last train record (NaN if absent)."""
-    for source in (result.get("eval") or {}, result.get("validation") or {}):
-        if key in source:
-            return float(source[key])
+    """A number of a result: its evaluation (`final_value`: `map_hamming_<b>` too), validation,
+    `reset_rate_low` (`lowest_rate_after_reset`), or its last train record (NaN if absent)."""
+    if key == "reset_rate_low":
+        return lowest_rate_after_reset(result.get("records", []))
+    if key in (result.get("eval") or {}) or key.startswith("map_hamming_"):
+        return final_value(result.get("eval"), key)
+    if key in (result.get("validation") or {}):
+        return float(result["validation"][key])
     train_records = [r for r in result.get("records", []) if r["kind"] == "train"]
     if train_records and key in train_records[-1]:
         return float(train_records[-1][key])
@@ -255,6 +291,26 @@ def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
         return mean, 0.0, 1
     var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
     return mean, math.sqrt(var), len(finite)
+
+
+def paired_difference(values: Mapping[int, float], reference: Mapping[int, float],
+                      confidence: float = 0.95) -> tuple[float, float, int]:
+    """The mean of `values - reference` over the seeds both have, and the half-width of its
+    `confidence` interval (Student's t with n - 1 degrees of freedom): (mean, half-width, n).
+
+    Pairing by seed removes what two settings share within a seed (the same initial weights and
+    batches), so the interval is usually narrower than the two settings' own spreads suggest. With
+    one seed the half-width is NaN (no spread to estimate).
+    """
+    from scipy.stats import t as student_t
+
+    seeds = sorted(set(values) & set(reference))
+    diffs = [values[s] - reference[s] for s in seeds
+             if math.isfinite(values[s]) and math.isfinite(reference[s])]
+    mean, std, n = mean_std(diffs)
+    if n < 2:
+        return mean, math.nan, n
+    return mean, float(student_t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n), n
 
 
 def over_seeds(values: Iterable[float]) -> float | tuple[float, float]:
@@ -280,24 +336,3 @@ def summarize(results: Sequence[dict], keys: Sequence[str],
             row[key] = (mean, std)
         rows.append(row)
     return rows
-
-
-def machine_description(threads: int) -> str:
-    """CPU model, core count and the torch threads a run used."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {threads} torch thread(s)"
-
-
-def _git_commit() -> str | None:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, check=True, cwd=Path(__file__).parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None

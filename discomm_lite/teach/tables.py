@@ -67,3 +67,9 @@ def markdown_table(rows: Mapping | Sequence[Sequence], header: Sequence[str], *,
             raise ValueError(f"A row has {len(row)} cells but the header has {len(header)}: {row}")
         lines.append("| " + " | ".join(_cell(v, digits) for v in row) + " |")
     return MarkdownTable("\n".join(lines))
+
+
+def folded(text: str, title: str = "Answer (open after you have predicted)") -> MarkdownText:
+    """`text` (Markdown) folded under a title, as the notebooks' answers are: the numbers in it
+    come from the cell that builds it, so a run with other parameters shows its own."""
+    return MarkdownText(f"<details><summary><b>{title}</b></summary>\n\n{text}\n\n</details>")

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import torch
 
-from discomm_lite.config import Config
 from discomm_lite.models.model import MultiCropModel
 from discomm_lite.training.monitor import ChannelCollapseWarning
 
@@ -34,11 +33,12 @@ def reinit_head(student: MultiCropModel, teacher: MultiCropModel,
     policy "copy": the teacher head becomes the new student head, so teacher and student speak
     the same (new) code from the first step, as at the start of training; "keep": the teacher
     keeps its EMA head and drifts to the new code at the EMA's pace.
-    `clear_optimizer_state`: drop the head's AdamW moments and step count. A fresh,
-    bias-corrected Adam then moves every weight by about lr at each of its first steps, whatever
-    its gradient, which at a toy run's full lr blows the new head's outputs up within a few steps
-    (studies/README.md, resets); kept moments (an in-place re-initialisation, as the paper's
-    code does) carry the scale of the old head's gradients over to the new one.
+    `clear_optimizer_state`: drop the head's AdamW moments and step count (False: keep them, as
+    an in-place re-initialisation of the modules would). Either way a fresh head at a toy run's
+    full lr can collapse the channel within ten steps: a (bias-corrected or old-scaled) Adam step
+    moves each weight by about lr, 0.4 of the head's init std of 0.02 at cifar-toy's 8e-3, in
+    nearly one direction, so its outputs grow large and low-rank. The head's lr warm-up
+    (`head_lr_and_momentum`) prevents it (studies/README.md, the reset study).
     `seed` fixes the new head, so a resumed run and every process draw the same one.
     """
     if policy not in ("copy", "keep"):
@@ -54,21 +54,23 @@ def reinit_head(student: MultiCropModel, teacher: MultiCropModel,
         teacher.head.load_state_dict(student.head.state_dict())
 
 
-def head_lr_and_momentum(since: int | None, lr: float, momentum: float,
-                  config: Config) -> tuple[float, float]:
+def head_lr_and_momentum(since: int | None, lr: float, momentum: float, *, warmup_steps: int,
+                         catchup_steps: int, catchup_momentum: float | None
+                         ) -> tuple[float, float]:
     """The head's lr and the teacher head's EMA momentum, `since` steps after a head reset.
 
-    The new head's lr ramps linearly from lr / reinit_warmup_steps to lr over its first
-    reinit_warmup_steps steps; for reinit_catchup_steps steps the teacher head follows the
-    student's at reinit_teacher_momentum instead of the schedule's momentum. Before the first
-    reset (`since` None), and after those steps, both are the schedule's.
+    The new head's lr ramps linearly from lr / warmup_steps to lr over its first `warmup_steps`
+    steps, as the whole network's did at the start of the run; for `catchup_steps` steps the
+    teacher head follows the student's at `catchup_momentum` instead of the schedule's
+    `momentum`. Before the first reset (`since` None), and after those steps, both are the
+    schedule's.
     """
     if since is None:
         return lr, momentum
-    if since < config.reinit_warmup_steps:
-        lr = lr * (since + 1) / config.reinit_warmup_steps
-    if since < config.reinit_catchup_steps and config.reinit_teacher_momentum is not None:
-        momentum = config.reinit_teacher_momentum
+    if since < warmup_steps:
+        lr = lr * (since + 1) / warmup_steps
+    if since < catchup_steps and catchup_momentum is not None:
+        momentum = catchup_momentum
     return lr, momentum
 
 
@@ -120,8 +122,8 @@ def reset_collapse_warning(records: Sequence[dict]) -> dict | None:
         return None
     message = (f"The head reset at step {reset['step']} collapsed the channel: coding rate "
                f"{rate:.1f} at step {after[-1]['step']}, under half its {before['coding_rate']:.1f}"
-               " just before the reset. Keep the head's optimizer state "
-               "(reinit_optimizer_state='keep') or warm its lr up (reinit_warmup_steps).")
+               " just before the reset. Warm the new head's lr up for longer "
+               "(reinit_warmup_steps), or lower lr.")
     warnings.warn(message, ChannelCollapseWarning, stacklevel=3)
     return {"kind": "warning", "step": after[-1]["step"], "reset_step": reset["step"],
             "message": message}

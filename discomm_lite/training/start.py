@@ -158,7 +158,8 @@ def check_run_folder(out: Path) -> None:
     names: a filesystem root, the home folder, a file, and a non-empty folder that holds none
     of a run's marks are refused. A run's marks: a config.json recording a discomm_lite Config,
     a metrics.jsonl of run records (or empty), a checkpoint.pt (read and checked before use),
-    a run.lock, or a sweep's execution.log (a sweep creates the folder, then its run starts).
+    a run.lock, or what discomm_lite puts there before the run starts: a sweep's execution.log,
+    the smoke setting's imagefolder/ (`teach.gpu_stage.smoke_image_folder`).
     """
     resolved = out.expanduser().resolve()
     try:
@@ -178,7 +179,7 @@ def check_run_folder(out: Path) -> None:
     marks = ((_records_a_config(resolved / "config.json"), "config.json"),
              (_holds_run_records(resolved / runlog.METRICS_FILE), runlog.METRICS_FILE),
              *(((resolved / name).exists(), name)
-               for name in (CHECKPOINT_FILE, LOCK_FILE, "execution.log")))
+               for name in (CHECKPOINT_FILE, LOCK_FILE, "execution.log", "imagefolder")))
     if any(found for found, _ in marks):
         return
     entries = sorted(p.name for p in resolved.iterdir())

@@ -33,13 +33,17 @@ class StepSchedule:
     reinit_every: int = 0
     reinit_at_start: bool = False
     reinit_partial_period: bool = True
+    reinit_warmup_steps: int = 0
 
     @classmethod
     def from_config(cls, config: Config, steps_per_epoch: int) -> StepSchedule:
         """The turning points of `config`'s schedules for epochs of `steps_per_epoch` steps."""
         return cls(steps_per_epoch, config.epochs * steps_per_epoch,
                    config.warmup_epochs * steps_per_epoch,
-                   config.reinit_every, config.reinit_at_start, config.reinit_partial_period)
+                   config.reinit_every, config.reinit_at_start, config.reinit_partial_period,
+                   # None: as long as the run's own warm-up, the schedule the first head had
+                   config.warmup_epochs * steps_per_epoch if config.reinit_warmup_steps is None
+                   else config.reinit_warmup_steps)
 
     @property
     def epochs(self) -> int:
@@ -82,8 +86,10 @@ def train_step(state: TrainState, views: list[Tensor], config: Config, method: M
     wd = schedules.cosine(step, schedule.total_steps, config.weight_decay,
                           config.weight_decay_end)
     momentum = schedules.cosine(step, schedule.total_steps, config.momentum, config.momentum_end)
-    head_lr, head_momentum = head_lr_and_momentum(schedule.steps_since_reinit(step), lr,
-                                                  momentum, config)
+    head_lr, head_momentum = head_lr_and_momentum(
+        schedule.steps_since_reinit(step), lr, momentum,
+        warmup_steps=schedule.reinit_warmup_steps, catchup_steps=config.reinit_catchup_steps,
+        catchup_momentum=config.reinit_teacher_momentum)
     for group in state.optimizer.param_groups:
         group["lr"] = head_lr if group["is_head"] else lr
         if group["apply_weight_decay"]:
@@ -119,4 +125,5 @@ def train_step(state: TrainState, views: list[Tensor], config: Config, method: M
     state.method_state = method.next_state(state.method_state, teacher_logits, config)
     state.step += 1
     return ({"loss": loss.detach(), **parts, "grad_norm": grad_norm},
-            {"lr": lr, "weight_decay": wd, "momentum": momentum})
+            {"lr": lr, "weight_decay": wd, "momentum": momentum, "head_lr": head_lr,
+             "head_momentum": head_momentum})

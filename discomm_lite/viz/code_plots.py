@@ -1,11 +1,10 @@
 """Figures of the codes a run emits (notebook 04): bit entropies and correlations, retrieval mAP
-against the bits kept, a t-SNE of the codes, galleries of one bit, bit-factor mutual information;
-and the annotated heat map of any table (a sweep's, notebook 08). Conventions: `plot_style`.
+against the bits kept, a t-SNE of the codes, galleries of one bit, bit-factor mutual information.
+Conventions: `style`; heat maps of tables (a sweep's, the lab's grid): `grids`.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -58,11 +57,14 @@ def plot_bit_correlation(corr) -> Figure:
     return fig
 
 
-def plot_map_vs_bits(results: Mapping[str, Mapping[int, float]]) -> Figure:
+def plot_map_vs_bits(results: Mapping[str, Mapping[int, float]], *,
+                     chance: float | None = None) -> Figure:
     """Retrieval mAP against the number of bits kept (``evaluate.map_vs_bits``; paper, Sec. 5).
 
     Args:
         results: name -> {bits kept: mAP}, one line each.
+        chance: the mAP of a random ranking (the share of relevant items for each query, e.g.
+            1 / classes for balanced classes), drawn as a dashed line.
 
     Returns:
         A figure with one axes and one line per name, the bit axis in powers of two.
@@ -74,6 +76,9 @@ def plot_map_vs_bits(results: Mapping[str, Mapping[int, float]]) -> Figure:
         bits = sorted(by_bits)
         all_bits.update(bits)
         ax.plot(bits, [by_bits[b] for b in bits], marker="o", label=name)
+    if chance is not None:
+        ax.axhline(chance, color="grey", linestyle="--", linewidth=1,
+                   label=f"chance (a random ranking, {chance:.2f})")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted(all_bits), [str(b) for b in sorted(all_bits)])
     ax.set(xlabel="bits kept", ylabel="mAP")
@@ -81,13 +86,16 @@ def plot_map_vs_bits(results: Mapping[str, Mapping[int, float]]) -> Figure:
     return fig
 
 
-def plot_tsne(embedding, labels=None, classes: Sequence[str] | None = None) -> Figure:
+def plot_tsne(embedding, labels=None, classes: Sequence[str] | None = None, *,
+              title: str = "t-SNE") -> Figure:
     """Scatter plot of a 2-D embedding (``language.hamming_tsne``), coloured by label.
 
     Args:
         embedding: (M, 2) coordinates.
-        labels: (M,) integer labels, or ``None`` for one colour.
-        classes: class names indexed by label, for the legend.
+        labels: (M,) integer labels (the class, or any factor's value), or ``None`` for one
+            colour.
+        classes: names indexed by label, for the legend.
+        title: what the colours are.
 
     Returns:
         A figure with one axes holding one scatter collection per label present.
@@ -102,7 +110,7 @@ def plot_tsne(embedding, labels=None, classes: Sequence[str] | None = None) -> F
         points = embedding[labels == label]
         name = classes[label] if classes is not None else str(label)
         ax.scatter(points[:, 0], points[:, 1], s=6, color=colour, label=name)
-    ax.set(xticks=[], yticks=[], title="t-SNE")
+    ax.set(xticks=[], yticks=[], title=title)
     if len(present) > 1:
         ax.legend(markerscale=2, fontsize="small", loc="center left", bbox_to_anchor=(1, 0.5))
     return fig
@@ -177,48 +185,4 @@ def plot_factor_mi(mi, factor_names: Sequence[str], top: int = 16) -> Figure:
     ax.set_xticks(range(len(factor_names)), factor_names, rotation=45, ha="right")
     ax.set_yticks(range(len(best)), [f"bit {b}" for b in best])
     ax.set_title("bit-factor mutual information")
-    return fig
-
-
-def plot_heatmap(
-    table,
-    row_labels: Sequence[str],
-    col_labels: Sequence[str],
-    title: str = "",
-    *,
-    fmt: str = ".2f",
-    cmap: str = "viridis",
-) -> Figure:
-    """Annotated heat map of a 2-D table, e.g. a hyper-parameter sweep's final metric.
-
-    Args:
-        table: (R, C) values; NaN cells (runs that did not finish) are left blank.
-        row_labels: R names, for the rows.
-        col_labels: C names, for the columns.
-        title: figure title.
-        fmt: format spec of the cell annotations.
-        cmap: colour map.
-
-    Returns:
-        A figure with two axes: the heat map, with each value written in its cell, and its
-        colour bar.
-    """
-    table = as_numpy(table).astype(float)
-    if table.shape != (len(row_labels), len(col_labels)):
-        raise ValueError(f"table is {table.shape} but there are {len(row_labels)} row and "
-                         f"{len(col_labels)} column labels.")
-    fig = Figure(dpi=DPI, figsize=(0.9 * len(col_labels) + 2.5, 0.5 * len(row_labels) + 1.5),
-                 layout="constrained")
-    ax = fig.subplots()
-    _heatmap(fig, ax, table, title, cmap=cmap)
-    ax.set_xticks(range(len(col_labels)), col_labels)
-    ax.set_yticks(range(len(row_labels)), row_labels)
-    finite = table[np.isfinite(table)]
-    middle = (finite.min() + finite.max()) / 2 if finite.size else 0.0
-    for (i, j), value in np.ndenumerate(table):
-        if math.isfinite(value):
-            # Dark text on the bright end of viridis-like maps, light text on the dark end.
-            colour = "black" if value > middle else "white"
-            ax.text(j, i, format(value, fmt), ha="center", va="center", color=colour)
-    ax.set_title(title)
     return fig

@@ -129,6 +129,9 @@ def _draw_metrics(fig, runs: list, keys: Sequence[str], x: str, labels: list,
         for run, label, kind in zip(runs, labels, agreements, strict=True):
             points = [(r[x], r[key]) for r in run
                       if _is_number(r.get(x)) and _is_number(r.get(key))]
+            for reset in (r[x] for r in run if r.get("kind") == "reinit" and _is_number(r.get(x))):
+                ax.axvline(reset, color=colours[label], linestyle=":", linewidth=1.2, alpha=0.7,
+                           label="head reset")
             if points:
                 xs, ys = zip(*points, strict=True)
                 target = cosine_ax if cosine_ax is not None and kind == "cosine" else ax
@@ -158,8 +161,9 @@ def plot_metrics(
 
     Panels are titled and their y axes labelled from `METRIC_LABELS` ("agreement" from
     `AGREEMENT_LABELS`: BCE in nats, or 1 - cos). Lines carry markers, so a run with a single
-    record still shows. Runs that share a label share a colour and a legend entry (the seeds of
-    one setting).
+    record still shows. A run's head resets (its "reinit" records) are dotted vertical lines of
+    its colour in every panel. Runs that share a label share a colour and a legend entry (the
+    seeds of one setting).
 
     Args:
         records: one run's metrics.jsonl records (a list of dicts), or a list of such runs.
