@@ -159,6 +159,12 @@ def test_list_parameters_of_a_notebook_are_read_from_p_and_y(monkeypatch, given,
     assert Lab(config, seeds=namespace["seeds"]).seeds == tuple(seeds)
 
 
+def test_every_notebook_parameter_has_a_kind_and_a_syntax():
+    from discomm_lite.teach.papermill import _NOTEBOOK_KINDS
+
+    assert set(_NOTEBOOK_KINDS) == set(NOTEBOOK_PARAMETERS)
+
+
 @pytest.mark.parametrize("name,text,syntax", [
     ("seeds", "[0", "-y 'seeds: [0, 1]'"), ("seeds", "0", "-y 'seeds: [0, 1]'"),
     ("seeds", "['a']", "-y 'seeds: [0, 1]'"), ("grid", "{'n_bit': [8]}", "-y 'grid: {n_bits:"),

@@ -36,6 +36,7 @@ NOTEBOOK_PARAMETERS = {
 
 # What each notebook parameter must be, and how to give it with papermill.
 _NOTEBOOK_KINDS = {
+    "allow_cpu": ("True or False", "-p allow_cpu True"),
     "grid": ("a dict of Config fields to lists of values",
              "-y 'grid: {n_bits: [32, 64], reinit_every: [0, 2]}'"),
     "jobs": ("an integer >= 1", "-p jobs 2"),
