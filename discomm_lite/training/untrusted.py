@@ -78,9 +78,9 @@ def read_pickle(path: Path) -> bytes:
     except zipfile.BadZipFile as err:
         if "CRC" in str(err):
             raise CheckpointError(
-                f"{path} is damaged: {err} (its checksum does not match), so the file changed "
-                "after it was written (a disk or copy error, or an edit). Use an earlier "
-                "checkpoint, or copy this one again from its source.") from None
+                f"{path} is damaged: {str(err)[:200]} (its checksum does not match), so the file "
+                "changed after it was written (a disk or copy error, or an edit). Use an "
+                "earlier checkpoint, or copy this one again from its source.") from None
         raise unreadable(path, err) from None
     except (OSError, RuntimeError, EOFError, NotImplementedError) as err:
         raise unreadable(path, err) from None
@@ -132,9 +132,9 @@ def _check_budget(path: Path, infos: list[zipfile.ZipInfo]) -> None:
     odd = [i for i in infos if i.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)]
     if odd:
         raise CheckpointError(
-            f"{path} is not a checkpoint torch.load reads: its entry {odd[0].filename} is "
-            f"compressed with zip method {odd[0].compress_type} (torch reads stored or deflated "
-            "entries only).")
+            f"{path} is not a checkpoint torch.load reads: its entry "
+            f"{shown(odd[0].filename, 80)} is compressed with zip method {odd[0].compress_type} "
+            "(torch reads stored or deflated entries only).")
     total = sum(i.file_size for i in infos)
     stored = sum(i.compress_size for i in infos)
     inflation = sum(max(0, i.file_size - i.compress_size) for i in infos)
@@ -142,11 +142,11 @@ def _check_budget(path: Path, infos: list[zipfile.ZipInfo]) -> None:
         worst = max(infos, key=lambda i: i.file_size - i.compress_size)
         raise CheckpointError(
             f"{path} would inflate to {total / 2**20:,.1f} MiB from the {stored / 2**20:,.1f} MiB "
-            f"it stores ({worst.filename}: {worst.compress_size / 2**20:,.1f} MiB inflating to "
-            f"{worst.file_size / 2**20:,.1f} MiB), more than {MAX_INFLATION / 2**20:.0f} MiB "
-            "beyond its size, where torch.save stores its entries uncompressed. It was refused "
-            "before any entry was inflated; if you trust it, unzip it and save it again with "
-            "torch.save.")
+            f"it stores ({shown(worst.filename, 80)}: {worst.compress_size / 2**20:,.1f} MiB "
+            f"inflating to {worst.file_size / 2**20:,.1f} MiB), more than "
+            f"{MAX_INFLATION / 2**20:.0f} MiB beyond its size, where torch.save stores its "
+            "entries uncompressed. It was refused before any entry was inflated; if you trust "
+            "it, unzip it and save it again with torch.save.")
     memory = device_memory(torch.device("cpu"))
     if memory is not None and total > memory:
         raise CheckpointError(
