@@ -113,7 +113,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "(<checkpoint>.eval-<options>.json with other data or protocol options).")
     evaluate.add_argument("--checkpoint", type=_path, required=True)
     evaluate.add_argument("--dataset", default=None, help="default: the checkpoint's dataset")
-    evaluate.add_argument("--data-root", type=_path, default=None)
+    evaluate.add_argument("--data-root", type=_path, default=None,
+                          help="default: the checkpoint's data root if it is a folder here, "
+                               "else $DISCOMM_DATA, else ./data")
+    evaluate.add_argument("--download", action="store_true",
+                          help="download the dataset (CIFAR) into the data root if it is not "
+                               "there (never decided by the checkpoint)")
     evaluate.add_argument("--train-subset", type=at_least(0), default=None,
                           help="default: the checkpoint's; 0: the whole split")
     evaluate.add_argument("--test-subset", type=at_least(0), default=None,
@@ -239,7 +244,8 @@ def _run(args: argparse.Namespace) -> int:
             args.checkpoint, dataset=args.dataset, data_root=args.data_root,
             train_subset=args.train_subset, test_subset=args.test_subset,
             device=args.device, retrieval_k=args.retrieval_k,
-            retrieval_root=args.retrieval_root, dino_linear_epochs=args.dino_linear_epochs)
+            retrieval_root=args.retrieval_root, dino_linear_epochs=args.dino_linear_epochs,
+            download=args.download)
         print(json.dumps(result, indent=2))
     elif args.command == "sweep":
         return _sweep(args)

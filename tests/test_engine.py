@@ -251,13 +251,17 @@ def test_temporaries_of_a_save_cut_short_are_removed_at_the_next_start(tmp_path)
     config = tiny_config(tmp_path, epochs=1, eval_every=0)
     train(config, max_steps=2, progress=False)
     run_dir = Path(config.out_dir)
-    stale = [run_dir / "checkpoint.pt.4242-deadbeef.tmp", run_dir / "metrics.jsonl.4242-0.tmp"]
-    for path in stale:
+    stale = [run_dir / "checkpoint.pt.4242-deadbeef.tmp",
+             run_dir / "metrics.jsonl.4242-0badc0de.tmp"]
+    # A user's own files of that shape, which atomic_write never names so: kept (issue 25).
+    kept = ["checkpoint.pt.backup.tmp", "metrics.jsonl.4242-0.tmp",
+            "checkpoint.pt.4242-DEADBEEF.tmp", "checkpoint.pt.x.4242-deadbeef.tmp"]
+    for path in [*stale, *(run_dir / name for name in kept)]:
         path.write_bytes(b"half a file")
     with pytest.warns(UserWarning, match=r"Removed 2 temporary file\(s\) .*checkpoint.pt.4242"):
         train(config, progress=False)
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoint.pt", "config.json",
-                                                         "metrics.jsonl"]
+    assert sorted(p.name for p in run_dir.iterdir()) == sorted(
+        ["checkpoint.pt", "config.json", "metrics.jsonl", *kept])
 
 
 @pytest.mark.parametrize("max_steps", [0, -1, 2.5])

@@ -4,6 +4,7 @@ ImageFolder writing, the study's results and the ablation lab."""
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -107,6 +108,77 @@ def test_a_name_papermill_injected_must_be_a_parameter_of_the_notebook(monkeypat
     history[3] = "# Parameters\nn_bits = 32\n"
     del namespace["lr"]
     assert config_from_parameters("synthetic-toy", namespace).n_bits == 32
+
+
+LAB_CELL = "n_bits = 128\nseeds = [0, 1]\ngrid = {'n_bits': [32, 64]}\nout_dir = None\njobs = 2"
+
+
+def papermill_run(cell: str, p: dict[str, str] | None = None, y: str = "") -> dict:
+    """A notebook's namespace after its parameters `cell` and the cell papermill injects for
+    `-p NAME VALUE` (`p`, as papermill's CLI types it) and `-y YAML`, by papermill's own code."""
+    import yaml
+    from papermill.cli import _resolve_type
+    from papermill.translators import translate_parameters
+
+    given = {**{name: _resolve_type(value) for name, value in (p or {}).items()},
+             **(yaml.safe_load(y) if y else {})}
+    injected = translate_parameters("python", "python", given, "Parameters")
+    namespace: dict = {"In": ["", cell, injected]}
+    exec(cell, namespace)
+    exec(injected, namespace)
+    del namespace["__builtins__"]
+    return namespace
+
+
+@pytest.mark.parametrize("yaml_text,kind", [("n_bits: [16, 32]", "a list"),
+                                            ("n_bits: {a: 16}", "a dict")])
+def test_a_list_or_dict_for_a_config_field_is_refused_naming_the_field(monkeypatch, yaml_text,
+                                                                         kind):
+    monkeypatch.delenv("DISCOMM_SMOKE", raising=False)
+    namespace = papermill_run(LAB_CELL, y=yaml_text)
+    with pytest.raises(ValueError, match=rf"^Config.n_bits was given .* \({kind}\), but a "
+                                         rf"notebook run takes one value .*-p n_bits VALUE.*sweep "
+                                         rf"NOTEBOOK --grid n_bits=") as info:
+        config_from_parameters("cifar-toy", namespace)
+    assert ("--grid n_bits=16,32)" if kind == "a list" else "--grid n_bits=V1,V2)") in str(
+        info.value)
+
+
+@pytest.mark.parametrize("given,seeds,grid", [
+    ({"p": {"seeds": "[0]"}}, [0], {"n_bits": [32, 64]}),  # papermill -p passes the text "[0]"
+    ({"y": "seeds: [0, 2]"}, [0, 2], {"n_bits": [32, 64]}),
+    ({"p": {"grid": "{'n_bits': [8, 16]}"}}, [0, 1], {"n_bits": [8, 16]}),
+    ({"y": "grid: {n_bits: [8], reinit_every: [0, 2]}"}, [0, 1],
+     {"n_bits": [8], "reinit_every": [0, 2]}),
+])
+def test_list_parameters_of_a_notebook_are_read_from_p_and_y(monkeypatch, given, seeds, grid):
+    monkeypatch.delenv("DISCOMM_SMOKE", raising=False)
+    namespace = papermill_run(LAB_CELL, **given)
+    config = config_from_parameters("cifar-toy", namespace)
+    assert (namespace["seeds"], namespace["grid"], config.seed) == (seeds, grid, 0)
+    assert Lab(config, seeds=namespace["seeds"]).seeds == tuple(seeds)
+
+
+def test_every_notebook_parameter_has_a_kind_and_a_syntax():
+    from discomm_lite.teach.papermill import _NOTEBOOK_KINDS
+
+    assert set(_NOTEBOOK_KINDS) == set(NOTEBOOK_PARAMETERS)
+
+
+@pytest.mark.parametrize("name,text,syntax", [
+    ("seeds", "[0", "-y 'seeds: [0, 1]'"), ("seeds", "0", "-y 'seeds: [0, 1]'"),
+    ("seeds", "['a']", "-y 'seeds: [0, 1]'"), ("grid", "{'n_bit': [8]}", "-y 'grid: {n_bits:"),
+    ("jobs", "two", "-p jobs 2"),
+])
+def test_a_notebook_parameter_of_the_wrong_kind_shows_the_syntax(monkeypatch, name, text,
+                                                                 syntax):
+    monkeypatch.delenv("DISCOMM_SMOKE", raising=False)
+    namespace = papermill_run(LAB_CELL, p={name: text})
+    with pytest.raises(ValueError, match=rf"^The notebook parameter {name} = .* is not valid: it "
+                                         rf"must be .*With papermill: {re.escape(syntax)}"):
+        config_from_parameters("cifar-toy", namespace)
+    with pytest.raises(ValueError, match="seeds = '\\[0\\]' must be a non-empty list"):
+        Lab(make_config("cifar-toy"), seeds="[0]")
 
 
 def test_smoke_runs_go_beside_the_notebooks_own_out_dir_not_into_it(monkeypatch):

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from discomm_lite.config.checks import optional_field_names, plain_field_types, validate
+from discomm_lite.config.checks import optional_field_names, plain_field_types, shown, validate
 from discomm_lite.config.presets import METHOD_SETTINGS, PRESETS
 from discomm_lite.method import get_method
 
@@ -182,6 +182,9 @@ class Config:
     @classmethod
     def from_dict(cls, values: dict) -> Config:
         """Build a Config, refusing unknown names (a typo must not be silently ignored)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"A Config is made from a dict of its fields, not from a "
+                             f"{type(values).__name__} ({shown(values)}).")
         check_field_names(values)
         return cls(**values)
 
@@ -217,10 +220,13 @@ def optional_fields() -> frozenset[str]:
 
 def check_field_names(values: dict) -> None:
     """Raise ValueError, listing the accepted names, if `values` holds a name not a field."""
-    unknown = sorted(set(values) - set(field_names()))
+    names = set(field_names())
+    unknown = [name for name in values if not (isinstance(name, str) and name in names)]
     if unknown:
+        listed = ", ".join(shown(name, 40) for name in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         raise ValueError(
-            f"Unknown parameter(s) {unknown}: they are not fields of discomm_lite.Config. "
+            f"Unknown parameter(s) [{listed}]{more}: they are not fields of discomm_lite.Config. "
             f"Check the spelling; the accepted names are: {', '.join(field_names())}."
         )
 

@@ -1,12 +1,14 @@
 """The checks of a `Config`: each field's type and range, the view fields, the method's rules.
 
 `Config.__post_init__` calls `validate`; every refusal is a ValueError that names the field, the
-value and what it must be.
+value and what it must be. Values are shown by `shown`, a repr bounded in length and work: a
+configuration read from a shared file may hold a list that would take hours to print.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import numbers
 import os
@@ -63,12 +65,56 @@ def optional_field_names(cls: type) -> frozenset[str]:
                      if type(None) in typing.get_args(hints[f.name]))
 
 
+def shown(value, limit: int = 100) -> str:
+    """`repr(value)` for a message, at most about `limit` characters, in bounded time and memory.
+
+    Strings, bytes and numbers as repr shows them (cut); an integer too long to print as its
+    size; lists, tuples, sets and dicts by their first three items, two levels deep; any other
+    object by its type (and shape, for a tensor). Whatever the value (a list nested 30 deep
+    whose items are one shared list, say), this visits at most a few dozen objects.
+    """
+    text = _shown(value, levels=2)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _shown(value, levels: int) -> str:
+    if value is None or isinstance(value, bool | float):
+        return repr(value)
+    if isinstance(value, numbers.Integral):
+        bits = int(value).bit_length()
+        return repr(value) if bits <= 64 else f"<an integer of {bits} bits>"
+    if isinstance(value, str | bytes):
+        return repr(value[:100]) + ("..." if len(value) > 100 else "")
+    brackets = {list: "[]", tuple: "()", dict: "{}", set: "{}", frozenset: "{}"}
+    kind = next((k for k in brackets if isinstance(value, k)), None)
+    if kind is None:
+        shape = getattr(value, "shape", None)
+        return f"<{type(value).__name__}" + (f" of shape {tuple(shape)}>"
+                                             if isinstance(shape, tuple) else ">")
+    if levels == 0 or not value:
+        inner = "..." if value else ""
+    else:
+        first = list(itertools.islice(value.items() if kind is dict else value, 3))
+        parts = ([f"{_shown(k, levels - 1)}: {_shown(v, levels - 1)}" for k, v in first]
+                 if kind is dict else [_shown(item, levels - 1) for item in first])
+        inner = ", ".join(parts) + (", ..." if len(value) > 3 else "")
+    return brackets[kind][0] + inner + brackets[kind][1]
+
+
 def _fail(name: str, value, accepted: str) -> None:
-    raise ValueError(f"Config.{name} = {value!r} is not valid: it must be {accepted}.")
+    raise ValueError(f"Config.{name} = {shown(value)} is not valid: it must be {accepted}.")
 
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "True or False", str: "a string"}
 _PATH_FIELDS = ("out_dir", "data_root", "pretrained")
+
+
+def _is_finite(value: numbers.Real) -> bool:
+    """Whether `value` is a finite float, or an int that converts to one (float() of an int
+    beyond 2**1023 may overflow)."""
+    if isinstance(value, numbers.Integral):
+        return abs(int(value)) < 2**1023
+    return math.isfinite(value)
 
 
 def _check_types(c: Config) -> None:
@@ -92,7 +138,7 @@ def _check_types(c: Config) -> None:
         if not valid:
             _fail(name, value, _TYPE_NAMES[kind] + (", or None" if name in optional else "")
                   + f" (got type {type(value).__name__})")
-        if kind is float and not math.isfinite(value):
+        if kind is float and not _is_finite(value):
             _fail(name, value, "a finite number")
         if kind in (int, float) and type(value) not in (int, float):
             object.__setattr__(c, name, kind(value))
@@ -113,7 +159,7 @@ def _check_views(c: Config) -> None:
         names = CONFIG_FIELDS[err.name]
         if names == (err.name,):
             _fail(err.name, err.value, err.accepted)
-        given = " and ".join(f"Config.{n} = {getattr(c, n)!r}" for n in names)
+        given = " and ".join(f"Config.{n} = {shown(getattr(c, n))}" for n in names)
         verb = "is not valid: it makes" if len(names) == 1 else "are not valid: they make"
         raise ValueError(f"{given} {verb} ViewSpec.{err.name} = {err.value!r}, which must be "
                          f"{err.accepted}.") from None

@@ -1,6 +1,10 @@
 """tar.gz archives of ImageFolder trees (e.g. cifar10-jpeg.tar.gz), decoded once into the cache.
 
-The cache entry of an archive is <cache>/<archive stem>-<hash of its size and mtime>/<split>.pt.
+The cache entry of an archive is <cache>/<archive stem>-<hash of its bytes>/<split>.pt: two
+archives share one only when their contents are the same (issue 25: a name, size and mtime do
+not tell two archives apart). Reading is bounded from the members' headers, before any data:
+each member (`MAX_MEMBER_BYTES`), everything the archive inflates to (`MAX_INFLATION` times its
+size), and the images kept in memory (`cache.in_memory_budget`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,11 @@ from discomm_lite.data.folders import IMAGE_EXTENSIONS, check_class_count, is_im
 from discomm_lite.data.locations import cache_root, make_cache_dir
 from discomm_lite.data.types import DataFormatError, ImageTensorDataset
 
+# A CIFAR image is a few KB, and a tar.gz of images inflates to about twice its size (JPEGs and
+# PNGs are compressed already; the tar headers and padding are not).
+MAX_MEMBER_BYTES = 64 * 2**20
+MAX_INFLATION = 100
+
 
 def find_archives(root: Path, name: str) -> list[Path]:
     """Archives <root>/<name>*.tar.gz (or .tgz), sorted; "cifar10" does not match cifar100."""
@@ -35,16 +44,20 @@ def find_archives(root: Path, name: str) -> list[Path]:
 
 def load_cifar_archive(archive: Path, split: str, n_classes: int) -> ImageTensorDataset:
     """CIFAR from a tar.gz of [<prefix>/]<split>/<class>/<image>, decoded once into the cache."""
-    stat = archive.stat()
     stem = re.sub(r"\.(tar\.gz|tgz)$", "", archive.name)
-    version = hashlib.sha1(f"{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:8]
-    cache_dir = cache_root() / f"{stem}-{version}"
+    cache_dir = cache_root() / f"{stem}-{archive_key(archive)}"
     if not cache_dir.is_dir():
         build_archive_cache(archive, cache_dir, n_classes)
     tensors = cache_dir / f"{split}.pt"
     if not tensors.is_file():
         raise DataFormatError(f"The archive {archive} holds no {split}/<class>/<image> files.")
     return load_tensors(tensors)
+
+
+def archive_key(archive: Path) -> str:
+    """A hash of the archive's bytes (BLAKE2b; about 0.05 s for CIFAR-10's 19 MB archive)."""
+    with archive.open("rb") as f:
+        return hashlib.file_digest(f, lambda: hashlib.blake2b(digest_size=8)).hexdigest()
 
 
 def build_archive_cache(archive: Path, cache_dir: Path, n_classes: int) -> None:
@@ -88,22 +101,24 @@ def _read_archive(archive: Path) -> dict[str, dict[str, list[tuple[str, bytes]]]
 
     Members other than [<prefix>/]<split>/<class>/<image> are skipped; nothing is written to
     disk, so member names cannot escape a destination folder. The members' sizes (from their
-    headers) are added up before each is read: an archive whose images would not fit in memory
-    (a few MB of gzip can hold GBs) is refused before they are loaded.
+    headers) are checked before each is read or skipped (a few MB of gzip can hold GBs): each
+    member, all of them against the archive's size, and the images against the memory.
     """
     found: dict[str, dict[str, list[tuple[str, bytes]]]] = {}
-    total = 0
+    total = inflated = 0
+    size = archive.stat().st_size
     try:
         with tarfile.open(archive, "r:*") as tar:
             for member in tar:
+                inflated += member.size
+                _check_member(archive, member, inflated, size)
                 parts = PurePosixPath(member.name).parts
                 if not (member.isfile() and len(parts) >= 3 and parts[-3] in SPLITS
                         and not parts[-2].startswith(".") and is_image_name(parts[-1])):
                     continue
                 total += member.size
                 check_in_memory_size(total, f"The image files of the archive {archive} (up to "
-                                            f"{member.name}, {archive.stat().st_size} bytes "
-                                            "compressed)")
+                                            f"{member.name}, {size} bytes compressed)")
                 data = tar.extractfile(member).read()
                 found.setdefault(parts[-3], {}).setdefault(parts[-2], []).append(
                     (member.name, data))
@@ -115,3 +130,21 @@ def _read_archive(archive: Path) -> dict[str, dict[str, list[tuple[str, bytes]]]
             f"test; image: {', '.join(IMAGE_EXTENSIONS)})."
         )
     return found
+
+
+def _check_member(archive: Path, member: tarfile.TarInfo, inflated: int, size: int) -> None:
+    """Refuse (DataFormatError) a member larger than `MAX_MEMBER_BYTES`, or an archive that
+    inflates, up to this member, beyond `MAX_INFLATION` times its `size`: before the member's
+    data is read or skipped (skipping inflates it too)."""
+    if member.size > MAX_MEMBER_BYTES:
+        raise DataFormatError(
+            f"The archive {archive} holds {member.name} of {member.size / 2**20:,.1f} MiB, more "
+            f"than an archive member may be ({MAX_MEMBER_BYTES / 2**20:.0f} MiB; a CIFAR image "
+            "is a few KB). It was refused before that member was read: check that this is the "
+            "archive you meant.")
+    if inflated > max(MAX_MEMBER_BYTES, MAX_INFLATION * size):
+        raise DataFormatError(
+            f"The archive {archive} inflates to more than {MAX_INFLATION} times its "
+            f"{size / 2**20:,.1f} MiB ({inflated / 2**20:,.1f} MiB up to {member.name}), where "
+            "an archive of images inflates to about twice its size. It was refused before "
+            "those members were read: check that this is the archive you meant.")

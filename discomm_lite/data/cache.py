@@ -50,8 +50,9 @@ def decode_images(blobs: list[tuple[str, bytes]]) -> Tensor:
 
     The images' sizes are read from their headers first, so that an image too large to decode
     safely (PIL's DecompressionBombError) or a set too large for memory is refused by name
-    before anything is decoded. Raises DataFormatError naming the file that does not decode or
-    has another size.
+    before anything is decoded. A 16-bit PNG keeps its range: each value's high byte (as PIL
+    reduces 16-bit colour PNGs, and `types.ImageFolderDataset` greyscale ones). Raises
+    DataFormatError naming the file that does not decode or has another size.
     """
     sizes = [_header_size(name, data) for name, data in blobs]  # (width, height) or None
     check_in_memory_size(sum(3 * w * h for w, h in filter(None, sizes)),
@@ -64,7 +65,10 @@ def decode_images(blobs: list[tuple[str, bytes]]) -> Tensor:
         for name, data in blobs:
             try:
                 encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                images.append(decode_image(encoded, mode=ImageReadMode.RGB))
+                image = decode_image(encoded, mode=ImageReadMode.RGB)
+                if image.dtype == torch.uint16:  # 0..65535 -> 0..255 (int32: uint16 has no >>)
+                    image = (image.to(torch.int32) >> 8).to(torch.uint8)
+                images.append(image)
             except (RuntimeError, ValueError) as err:
                 raise DataFormatError(f"Cannot decode the image {name}: {err}") from err
     for (name, _), image in zip(blobs, images, strict=True):

@@ -25,7 +25,7 @@ from discomm_lite.data.cache import decode_images, load_tensors, save_tensors
 from discomm_lite.data.folders import check_class_count, is_folder, scan_split
 from discomm_lite.data.locations import cache_root, data_root_setting
 from discomm_lite.data.types import DataFormatError, DatasetNotFoundError, ImageTensorDataset
-from discomm_lite.safe_pickle import RefusedGlobal, load_restricted
+from discomm_lite.safe_pickle import RefusedGlobal, UnsafePickle, load_restricted
 
 _CIFAR = {"cifar10": (CIFAR10, "CIFAR-10", 10), "cifar100": (CIFAR100, "CIFAR-100", 100)}
 # torchvision's CIFAR-10 label order, as published with the dataset (batches.meta).
@@ -120,6 +120,10 @@ def _load_torchvision_cifar(tv_class: type[CIFAR10], split: str, root: Path
             f"{err.name}, which could run code, so it was refused before anything in it ran. "
             f"Replace {folder} with the official files (or delete it and download them)."
         ) from None
+    except UnsafePickle as err:
+        raise DataFormatError(
+            f"{path} is not one of torchvision's CIFAR files: {err}, so it was refused before "
+            f"any of it was built. Replace {folder} with the official files.") from None
     except (OSError, EOFError, KeyError, TypeError, ValueError, pickle.UnpicklingError) as err:
         raise DataFormatError(
             f"Cannot read torchvision's {tv_class.__name__} file {path}: {err!r}") from err
@@ -174,9 +178,15 @@ def _load_cifar_tree(name: str, tree_root: Path, split: str, n_classes: int
 
 
 def _tree_key(split_dir: Path, samples: list[tuple[str, int]]) -> str:
-    """A hash of the tree's location and of each file's name, size and mtime."""
+    """A hash of the tree's location and of each file's name, inode, size, mtime and ctime.
+
+    The ctime is the system's own and changes with every write to the file (an mtime can be set
+    back, `cp -p` does); the inode changes when a file is replaced. Reading every file's bytes
+    instead would cost what decoding them costs.
+    """
     digest = hashlib.sha1(str(split_dir.resolve()).encode())
     for path, _ in samples:
         stat = os.stat(path)
-        digest.update(f"{path}:{stat.st_size}:{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{path}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:"
+                      f"{stat.st_ctime_ns}\n".encode())
     return digest.hexdigest()[:12]

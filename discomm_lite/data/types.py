@@ -128,9 +128,16 @@ def _stratified_indices(labels: Tensor, n: int, seed: int) -> Tensor:
 
 
 def _open_rgb(path: str) -> Image.Image:
-    """The image at `path` as RGB, or a DataFormatError that names the file."""
+    """The image at `path` as 8-bit RGB, or a DataFormatError that names the file.
+
+    A 16-bit greyscale PNG (PIL's modes "I;16..." and "I") keeps its range: each value's high
+    byte, as PIL reduces 16-bit colour PNGs and `cache.decode_images` both kinds (PIL's own
+    convert("RGB") would clip everything above 255 to white).
+    """
     try:
         with Image.open(path) as image:
+            if image.mode.startswith("I"):
+                return _high_byte_rgb(image, path)
             return image.convert("RGB")  # convert() reads the pixels, so truncation fails here
     except Image.DecompressionBombError as err:  # PIL's guard against a huge image in a small file
         raise DataFormatError(
@@ -138,3 +145,14 @@ def _open_rgb(path: str) -> Image.Image:
             "large, raise PIL.Image.MAX_IMAGE_PIXELS; else remove it.") from None
     except (OSError, SyntaxError, ValueError) as err:  # PIL reports some broken files as such
         raise DataFormatError(f"Cannot read the image {path}: {err}") from err
+
+
+def _high_byte_rgb(image: Image.Image, path: str) -> Image.Image:
+    """A 16-bit greyscale image as 8-bit RGB: the high byte of each value (0..65535 -> 0..255)."""
+    import numpy as np
+
+    values = np.asarray(image)  # (H, W) uint16, or int32 for mode "I"
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise DataFormatError(f"The image {path} holds values outside 0..65535 (PIL mode "
+                              f"{image.mode}): only 8- and 16-bit images are read.")
+    return Image.fromarray((values.astype(np.uint32) >> 8).astype(np.uint8), "L").convert("RGB")

@@ -22,7 +22,8 @@ from discomm_lite.evaluation.metrics import evaluate_knn, map_vs_bits, retrieval
 from discomm_lite.evaluation.probes import dino_linear_probe, linear_probe
 from discomm_lite.method import get_method
 from discomm_lite.models.model import make_model
-from discomm_lite.training.checkpoint import load_checkpoint, load_model
+from discomm_lite.training.checkpoint import build_saved_model, load_checkpoint
+from discomm_lite.training.rebuild import checkpoint_config
 from discomm_lite.views.pipeline import load_splits
 
 SELF_SEARCH = ("self-search: each test image queries the rest of the test set (a proxy; the "
@@ -148,14 +149,20 @@ def evaluate_checkpoint(
     retrieval_k: int | None = None,
     retrieval_root: str | None = None,
     dino_linear_epochs: int = 0,
+    download: bool = False,
     write: bool = True,
 ) -> dict:
     """Run `evaluate_model` on a checkpoint's teacher and write the result beside it.
 
     The dataset and subsets default to the checkpoint's own; pass another dataset to measure
-    transfer (the teacher's codes are then still those of its head). `retrieval_root` holds a
-    query/database split (`load_retrieval_split`; without it retrieval is self-search on the test
-    set); `dino_linear_epochs > 0` adds DINO's linear protocol. The result records these choices
+    transfer (the teacher's codes are then still those of its head). A checkpoint never decides
+    what is downloaded or written (issue 25): data is downloaded only with `download=True`, into
+    `data_root` (None: $DISCOMM_DATA, else ./data); the data root the checkpoint records is read
+    only when no `data_root` is given, nothing is to be downloaded, and it is a folder on this
+    machine (the data of one's own runs); a timm backbone that timm would fetch (hf-hub:,
+    local-dir:) is refused. `retrieval_root` holds a query/database split
+    (`load_retrieval_split`; without it retrieval is self-search on the test set);
+    `dino_linear_epochs > 0` adds DINO's linear protocol. The result records these choices
     under "options", and is written atomically to `evaluation_path` (a different evaluation is
     never overwritten); a folder that cannot be written gets an EvaluationNotSavedWarning.
     """
@@ -166,14 +173,18 @@ def evaluate_checkpoint(
     if dino_linear_epochs < 0:
         raise ValueError(f"dino_linear_epochs = {dino_linear_epochs} must be >= 0 (0: none).")
     payload = load_checkpoint(path)
-    config = Config.from_dict(payload["config"])
-    model = load_model(payload, "teacher").to(device)
-    changes = {"dataset": dataset, "data_root": data_root, "train_subset": train_subset,
-               "test_subset": test_subset}
+    config = checkpoint_config(payload, path)  # valid, and its backbone built from local code
+    model = build_saved_model(payload, "teacher", config, path).to(device)
+    if (data_root is None and not download and config.data_root is not None
+            and Path(config.data_root).is_dir()):
+        data_root = config.data_root  # one's own run's data, read where it is: nothing written
+    changes = {"dataset": dataset, "train_subset": train_subset, "test_subset": test_subset,
+               "data_root": data_root, "download": download}
     # The evaluation reads whole images: the training views' redrawn factors do not apply, and
     # would be refused for another dataset than the synthetic one.
     data_config = config.replace(redraw_factors="",
-                                 **{k: v for k, v in changes.items() if v is not None})
+                                 **{k: v for k, v in changes.items()
+                                    if v is not None or k == "data_root"})
     train_set, test_set = load_splits(data_config)
     retrieval_split = load_retrieval_split(retrieval_root) if retrieval_root else None
     head = model.head if get_method(config.method).emits_codes else None  # DINO: prototypes

@@ -88,6 +88,10 @@ class Lab:
                  seeds: Sequence[int] = (0, 1), full_evaluation: bool | None = None,
                  costs: Mapping[str, Mapping] | None = None,
                  train_overrides: Mapping | None = None) -> None:
+        if isinstance(seeds, str) or not seeds or not all(
+                isinstance(seed, int) and not isinstance(seed, bool) for seed in seeds):
+            raise ValueError(f"seeds = {seeds!r:.60} must be a non-empty list of integers, e.g. "
+                             "[0, 1] (with papermill: -y 'seeds: [0, 1]').")
         self.base = base
         self.train_overrides = dict(train_overrides or {})
         self.seeds = tuple(seeds[:1]) if is_smoke() else tuple(seeds)

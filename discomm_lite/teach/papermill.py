@@ -3,19 +3,24 @@
 A notebook's `parameters` cell assigns a subset of the Config's fields (and a few notebook
 parameters, `NOTEBOOK_PARAMETERS`); papermill injects a cell after it with the values given by
 `-p`/`-y`. `config_from_parameters` turns them into the notebook's Config and refuses what
-papermill would only warn about; `notebook_parameters` and `check_parameters` read the cell
-from the notebook's file for sweeps.
+papermill would only warn about or silently drop; `notebook_parameters` and `check_parameters`
+read the cell from the notebook's file for sweeps.
+
+papermill's `-p NAME VALUE` passes VALUE as text unless it reads as a number, a bool or None:
+`-p seeds [0]` gives the string "[0]". A notebook parameter that is a list or a dict given so
+is parsed as a Python literal (`read_notebook_parameters`); `-y 'seeds: [0]'` gives the list.
 """
 
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 import nbformat
 
 from discomm_lite.config import Config, field_names, make_config
+from discomm_lite.config.checks import shown
 from discomm_lite.teach.notebook import is_smoke, smoke_out_dir
 
 # Notebook parameters that are not Config fields: name -> what it sets. A parameters cell may
@@ -27,6 +32,18 @@ NOTEBOOK_PARAMETERS = {
     "launch_here": "07: train on this machine (True) or only print the torchrun command (False)",
     "seeds": "03: the seeds every setting of the lab runs with",
 }
+
+
+# What each notebook parameter must be, and how to give it with papermill.
+_NOTEBOOK_KINDS = {
+    "allow_cpu": ("True or False", "-p allow_cpu True"),
+    "grid": ("a dict of Config fields to lists of values",
+             "-y 'grid: {n_bits: [32, 64], reinit_every: [0, 2]}'"),
+    "jobs": ("an integer >= 1", "-p jobs 2"),
+    "launch_here": ("True or False", "-p launch_here True"),
+    "seeds": ("a list of integers", "-y 'seeds: [0, 1]' (or -p seeds '[0, 1]')"),
+}
+_STRUCTURED = (list, tuple, dict, set, frozenset)
 
 
 # The first line of the cell papermill injects after the parameters cell
@@ -87,6 +104,56 @@ def injected_parameters(history: Sequence[str] | None) -> tuple[list[str], list[
     return [], []
 
 
+def read_notebook_parameters(namespace: MutableMapping) -> None:
+    """Check the notebook parameters in `namespace` (`NOTEBOOK_PARAMETERS`); a list or dict that
+    papermill's `-p` passed as text is parsed (`ast.literal_eval`: a literal, nothing run) and
+    written back into `namespace`, so that the notebook reads the list. A value of the wrong
+    kind raises ValueError naming the parameter and the papermill syntax that gives it."""
+    for name, (kind, example) in _NOTEBOOK_KINDS.items():
+        if name not in namespace:
+            continue
+        value = namespace[name]
+        if isinstance(value, str) and name in ("grid", "seeds"):
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+                pass  # refused below, as the text it is
+        if not _is_notebook_parameter(name, value):
+            raise ValueError(f"The notebook parameter {name} = {shown(namespace[name])} is not "
+                             f"valid: it must be {kind}. With papermill: {example}.")
+        namespace[name] = value
+
+
+def _is_notebook_parameter(name: str, value) -> bool:
+    def is_int(x) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool)
+
+    if name == "seeds":
+        return isinstance(value, list | tuple) and bool(value) and all(map(is_int, value))
+    if name == "grid":
+        return isinstance(value, dict) and all(
+            isinstance(k, str) and k in field_names() and isinstance(v, list | tuple) and v
+            for k, v in value.items())
+    if name == "jobs":
+        return is_int(value) and value >= 1
+    return isinstance(value, bool)
+
+
+def _check_single_values(namespace: Mapping) -> None:
+    """Refuse a list, tuple, dict or set given for a Config field (`-y 'n_bits: [16, 32]'`),
+    which a notebook run would otherwise drop for the preset's value without a word."""
+    for name in field_names():
+        value = namespace.get(name)
+        if isinstance(value, _STRUCTURED):
+            values = ",".join(shown(v, 20) for v in list(value)[:4]) if isinstance(
+                value, list | tuple) else "V1,V2"
+            raise ValueError(
+                f"Config.{name} was given {shown(value, 60)} (a {type(value).__name__}), but a "
+                f"notebook run takes one value for each Config field: give one (papermill -p "
+                f"{name} VALUE), or run one notebook per value with a sweep (python -m "
+                f"discomm_lite sweep NOTEBOOK --grid {name}={values}).")
+
+
 def config_from_parameters(preset: str | None, namespace: Mapping) -> Config:
     """The Config of a notebook: `preset` plus every parameter assigned in `namespace`.
 
@@ -96,7 +163,11 @@ def config_from_parameters(preset: str | None, namespace: Mapping) -> Config:
     error naming them, where papermill itself would only warn and run on:
     - a name papermill injected that the notebook's parameters cell does not assign (`-p lr 0.1`
       on a notebook that never reads `lr` would change nothing);
-    - a plain value that is neither a Config field nor a notebook parameter (`-p n_bit 64`).
+    - a plain value that is neither a Config field nor a notebook parameter (`-p n_bit 64`);
+    - a list, tuple, dict or set given for a Config field (`-y 'n_bits: [16, 32]'`), which
+      would be dropped for the preset's value;
+    - a notebook parameter of the wrong kind (`read_notebook_parameters`, which also parses a
+      list given as text by `-p`, writing it back into `namespace`).
     In the smoke setting, an out_dir the notebook itself assigns becomes `smoke_out_dir(out_dir)`;
     one given from outside (tests, sweeps) is kept as it is.
     """
@@ -108,6 +179,9 @@ def config_from_parameters(preset: str | None, namespace: Mapping) -> Config:
             f"not assign them, so they would be ignored. Its parameters are: "
             f"{', '.join(declared)}. Check the spelling, or change them in a notebook that reads "
             "them.")
+    if isinstance(namespace, MutableMapping):
+        read_notebook_parameters(namespace)
+    _check_single_values(namespace)
     plain = (int, float, str, bool, type(None))
     values = {k: v for k, v in namespace.items()
               if isinstance(v, plain) and not k.startswith("_") and not k.isupper()

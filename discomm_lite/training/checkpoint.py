@@ -2,7 +2,10 @@
 
 A checkpoint holds tensors and plain values only (the RNG states too), and is read with torch's
 `weights_only=True` reader, which refuses any other Python object before it is created: a
-checkpoint shared by someone else cannot run code here. `load_model` rebuilds its models.
+checkpoint shared by someone else cannot run code here. What torch's reader does not bound (a
+zip that inflates a thousandfold, a pickle that hangs the reader, a damaged entry, a tensor that
+repeats one value, a model far larger than its weights) is refused by `untrusted` before it is
+built. `load_model` rebuilds its models.
 """
 
 from __future__ import annotations
@@ -10,9 +13,8 @@ from __future__ import annotations
 import pickle
 import random
 import shutil
-import warnings
-import zipfile
 from collections.abc import Iterable
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +23,19 @@ from torch import Tensor, nn
 
 from discomm_lite.atomic import atomic_write
 from discomm_lite.config import Config
+from discomm_lite.config.checks import shown
 from discomm_lite.method import get_method, method_names
 from discomm_lite.models.model import MultiCropModel, make_model
 from discomm_lite.safe_pickle import pickle_imports
+from discomm_lite.training.rebuild import check_shapes, checkpoint_config
+from discomm_lite.training.untrusted import (
+    CheckpointError,
+    check_payload,
+    read_pickle,
+    runs_code,
+    unreadable,
+    unusual_imports,
+)
 
 # 2: the NumPy and Python RNG states as tensors and lists (issue 15). 1 held NumPy's as a NumPy
 # array; such a file is read by the same restricted reader with NumPy's array type allowed (data,
@@ -32,11 +44,7 @@ FORMAT_VERSION = 2
 READABLE_FORMATS = (1, 2)
 _FORMAT_1_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, np.dtypes.UInt32DType,
                      (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct")]
-# What a file of tensors imports (besides torch's storage types): not worth naming in an error.
-_TENSOR_GLOBALS = frozenset({"collections.OrderedDict", "_codecs.encode", "torch.Size",
-                             "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_parameter",
-                             "numpy.ndarray", "numpy.dtype", "numpy._core.multiarray._reconstruct",
-                             "numpy.core.multiarray._reconstruct"})
+_PLAIN = (type(None), bool, int, float, str)
 # Older checkpoints also hold "epoch" (the step // steps per epoch), which nothing reads.
 REQUIRED_KEYS = ("format_version", "config", "student", "teacher", "optimizer", "step", "rng")
 
@@ -55,10 +63,6 @@ FIELDS_ADDED = {"clip_grad_mode": "global", "coding_rate_scope": "global",
                 "reinit_optimizer_state": "clear", "reinit_warmup_steps": 0,
                 "reinit_teacher_momentum": None, "reinit_catchup_steps": 0,
                 "reinit_partial_period": True}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that cannot be used: damaged, or written by another configuration."""
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
@@ -85,8 +89,10 @@ def load_checkpoint(path: str | Path, config: Config | None = None,
                     map_location: str | torch.device = "cpu") -> dict:
     """Read and check a checkpoint; with `config`, refuse one written by another configuration.
 
-    Read with `weights_only=True`: a file holding other Python objects (a pickle that would run
-    code) is refused before any of it is created, with the globals it would have imported.
+    The file's size, entries, checksums and pickle are checked first (`untrusted.read_pickle`),
+    then it is read with `weights_only=True`: a file holding other Python objects (a pickle that
+    would run code) is refused before any of it is created, with the globals it would have
+    imported. Its values are checked before they are used (`untrusted.check_payload`).
     """
     path = Path(path).expanduser()
     if path.is_symlink() and not path.exists():
@@ -95,30 +101,22 @@ def load_checkpoint(path: str | Path, config: Config | None = None,
     if not path.is_file():
         raise CheckpointError(f"No checkpoint at {path}: check the path (a run's folder holds "
                               "checkpoint.pt once its first epoch has finished).")
+    data = read_pickle(path)
     try:
-        with torch.serialization.safe_globals(_FORMAT_1_GLOBALS), warnings.catch_warnings():
-            # torch warns about the protocol of a bare pickle before it refuses it below
-            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+        with torch.serialization.safe_globals(_FORMAT_1_GLOBALS):
             payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:  # also what the weights_only reader raises on refusal
-        unusual = [name for name in _imports_of(path) if name not in _TENSOR_GLOBALS
-                   and not name.endswith("Storage")]
-        if not unusual:
-            raise _unreadable(path, e) from None
-        raise CheckpointError(
-            f"{path} is not a discomm_lite checkpoint: it is a Python pickle that imports "
-            f"{', '.join(unusual)}, and reading it would run that code. It was refused before "
-            "anything in it ran (a discomm_lite checkpoint holds only tensors and plain values). "
-            "Do not open it with torch.load(weights_only=False) unless you trust its author."
-        ) from None
+        unusual = unusual_imports(pickle_imports(data))
+        raise (runs_code(path, unusual) if unusual else unreadable(path, e)) from None
     except Exception as e:  # torch raises several types for truncated or foreign files
-        raise _unreadable(path, e) from e
+        raise unreadable(path, e) from e
     missing = [k for k in REQUIRED_KEYS if not isinstance(payload, dict) or k not in payload]
     if missing:
-        what = (f"a dict with the keys {sorted(map(str, payload))[:8]}"
+        what = (f"a dict with the keys {sorted(shown(k, 40) for k in islice(payload, 50))[:8]}"
                 if isinstance(payload, dict) else f"a {type(payload).__name__}")
         raise CheckpointError(f"{path} is not a discomm_lite checkpoint: it holds {what}, "
                               f"which lacks {missing}.")
+    check_payload(payload, path)
     if payload["format_version"] not in READABLE_FORMATS:
         raise CheckpointError(f"{path} has format version {payload['format_version']}; this "
                               f"version of discomm_lite reads versions {READABLE_FORMATS}.")
@@ -127,41 +125,6 @@ def load_checkpoint(path: str | Path, config: Config | None = None,
     if config is not None:
         check_compatible(payload["config"], config, path)
     return payload
-
-
-def _unreadable(path: Path, error: Exception) -> CheckpointError:
-    text = str(error).strip()
-    reason = ("torch's tensors-only reader refused its content" if "Weights only" in text
-              else f"{type(error).__name__}: {text.splitlines()[0] if text else ''}")
-    return CheckpointError(
-        f"{path} is not a readable checkpoint: it is {_kind_of_file(path)}, and reading it "
-        f"failed ({reason}). It may be truncated or damaged, or not a checkpoint at all; use an "
-        "earlier checkpoint or start the run again."
-    )
-
-
-def _kind_of_file(path: Path) -> str:
-    """What `path` is, for an error: torch.save's zip format, a bare pickle, or neither."""
-    with path.open("rb") as f:
-        head = f.read(4)
-    if not head:
-        return "an empty file"
-    if zipfile.is_zipfile(path):
-        return "a zip file (torch.save's format)"
-    if head.startswith(b"PK"):
-        return "a damaged zip file (torch.save's format, perhaps cut short)"
-    if head.startswith(b"\x80"):
-        return "a bare Python pickle"
-    return f"neither torch.save's zip format nor a pickle (it starts with {head!r})"
-
-
-def _imports_of(path: Path) -> list[str]:
-    """The globals the pickle in `path` (a torch zip file or a bare pickle) would import."""
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as archive:
-            names = [n for n in archive.namelist() if n.endswith("data.pkl")]
-            return pickle_imports(archive.read(names[0])) if names else []
-    return pickle_imports(path.read_bytes())
 
 
 def check_compatible(saved: dict, config: Config, path: Path | str) -> None:
@@ -174,10 +137,11 @@ def check_compatible(saved: dict, config: Config, path: Path | str) -> None:
     if saved["coding_rate_input"] is None and saved.get("method") in method_names():
         saved["coding_rate_input"] = get_method(saved["method"]).coding_rate_input
     current = {**config.to_dict(), "coding_rate_input": config.rate_input}
-    differ = {k: (saved.get(k), current[k]) for k in current
-              if k not in RESUMABLE_CHANGES and saved.get(k) != current[k]}
+    # A value of another type differs, whatever it holds: no comparison runs on an unknown type.
+    differ = {k: (saved.get(k), current[k]) for k in current if k not in RESUMABLE_CHANGES
+              and not (type(saved.get(k)) in _PLAIN and saved.get(k) == current[k])}
     if differ:
-        lines = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, a, b in
+        lines = ", ".join(f"{k}: checkpoint {shown(a, 60)} vs now {shown(b, 60)}" for k, a, b in
                           ((k, *v) for k, v in sorted(differ.items())))
         raise CheckpointError(
             f"{path} was written by a different configuration ({lines}). Resume with the "
@@ -240,8 +204,10 @@ def load_model(checkpoint: str | Path | dict, which: str = "teacher") -> MultiCr
     """The student or teacher of a checkpoint, rebuilt from the configuration it records.
 
     The one place that turns a checkpoint back into a model (`load_backbone`, the suite's
-    `evaluate_checkpoint` and a run's `pretrained` start all use it). Building the model does not
-    move the caller's random number generator.
+    `evaluate_checkpoint` and a run's `pretrained` start all use it). The recorded configuration
+    must be valid and name a backbone built from local code (`rebuild.checkpoint_config`), and
+    the saved shapes must be its model's before it is built (`build_saved_model`). Building the
+    model does not move the caller's random number generator.
 
     Args:
         checkpoint: the checkpoint's path, or the payload `load_checkpoint` read from it (a caller
@@ -254,14 +220,30 @@ def load_model(checkpoint: str | Path | dict, which: str = "teacher") -> MultiCr
     if which not in ("teacher", "student"):
         raise ValueError(f"which must be 'teacher' or 'student', got {which!r}.")
     payload = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    where = "the checkpoint" if isinstance(checkpoint, dict) else Path(checkpoint)
+    return build_saved_model(payload, which, checkpoint_config(payload, where), where)
+
+
+def build_saved_model(payload: dict, which: str, config: Config,
+                      where: Path | str = "the checkpoint") -> MultiCropModel:
+    """`config`'s model holding the checkpoint's `which` weights, built once their shapes were
+    found to be the model's on the meta device (nothing allocated: a `head_hidden_dim = 40000`
+    over a 64-wide head is refused before its 8 GB are); CheckpointError for NaN or inf."""
     with torch.random.fork_rng(devices=[]):
-        model = make_model(Config.from_dict(payload["config"]))
+        try:
+            with torch.device("meta"):
+                expected = {k: tuple(v.shape) for k, v in make_model(config).state_dict().items()}
+        except Exception:  # a model the meta device cannot build (some timm models): no pre-check
+            expected = None
+        if expected is not None:
+            check_shapes(expected, payload[which], f"{which}'s weights", where)
+        model = make_model(config)
     model.load_state_dict(payload[which])
     bad = non_finite_tensors(model.state_dict().items())
     if bad:
-        where = "" if isinstance(checkpoint, dict) else f"{checkpoint}: "
+        prefix = f"{where}: " if isinstance(where, Path) else ""
         raise CheckpointError(
-            f"{where}the {which}'s {bad[0]} holds NaN or inf values"
+            f"{prefix}the {which}'s {bad[0]} holds NaN or inf values"
             + (f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else "")
             + ": the run had diverged when this was saved, so no evaluation of it means "
             "anything. Use an earlier checkpoint, or train again with a lower lr.")

@@ -22,9 +22,10 @@ import torch
 from torch import nn
 
 from discomm_lite import distributed
-from discomm_lite.atomic import temporary_pattern
+from discomm_lite.atomic import temporaries
 from discomm_lite.config import Config
 from discomm_lite.data import ImageFolderDataset, ImageTensorDataset
+from discomm_lite.data.fingerprint import data_fingerprint
 from discomm_lite.method import Method, get_method
 from discomm_lite.models.model import MultiCropModel
 from discomm_lite.training import runlog
@@ -44,7 +45,12 @@ from discomm_lite.training.monitor import (
 from discomm_lite.training.reset import reinit_head, reset_collapse_warning, reset_health
 from discomm_lite.training.runlock import RunFolderLocked, RunLock
 from discomm_lite.training.setup import TrainState, build_state, make_forwards
-from discomm_lite.training.start import CHECKPOINT_FILE, RunFolderError, resume_or_start
+from discomm_lite.training.start import (
+    CHECKPOINT_FILE,
+    RunFolderError,
+    check_run_folder,
+    resume_or_start,
+)
 from discomm_lite.training.step import StepSchedule, train_step
 from discomm_lite.views.pipeline import load_split, make_train_views
 
@@ -122,10 +128,12 @@ def _train(config: Config, device: torch.device, out: Path | None, evaluator: Ev
                                distributed.world_size())
     schedule = StepSchedule.from_config(config, batches.steps_per_epoch)
     state = build_state(config, method, device)
+    data = data_fingerprint(train_set) if out is not None else None  # what checkpoints record
 
     # ---- resume: the checkpoint's state and RNG, and the records up to its step
     run = Run(config, out, state.student, state.teacher,
-              resume_or_start(state, config, method, out, device))
+              resume_or_start(state, config, method, out, device,
+                              total_steps=schedule.total_steps, data=data))
     log = runlog.RunLog(out / runlog.METRICS_FILE if out and distributed.is_main_process()
                         else None, run.records, callbacks)
     forward = make_forwards(state, config, device)
@@ -157,7 +165,7 @@ def _train(config: Config, device: torch.device, out: Path | None, evaluator: Ev
                         break
             _flush(buffer, log, method, config)
             if stop.signal is not None:
-                _save(out, config, state)
+                _save(out, config, state, data)
                 _stop(stop.signal, state.step, out, log)
             # ---- a reset's period ends (the next epoch resets, or the run ends): its health
             if state.step % schedule.steps_per_epoch == 0 and (
@@ -173,7 +181,7 @@ def _train(config: Config, device: torch.device, out: Path | None, evaluator: Ev
                 log.emit({"kind": "eval", "step": state.step,
                           "epoch": state.step // schedule.steps_per_epoch, **scores})
             if state.step >= last_step or schedule.epoch_end(state.step, config.checkpoint_every):
-                _save(out, config, state)
+                _save(out, config, state, data)
     return run
 
 
@@ -193,8 +201,9 @@ def _stop(signum: int, step: int, out: Path | None, log: runlog.RunLog) -> None:
 def _run_folder_lock(out: Path | None) -> Iterator[None]:
     """Hold `out`'s lock while the run writes it (rank 0 takes it for every process).
 
-    Also removes the temporary files a run killed while saving left there: with the lock held,
-    no other process is writing them.
+    The folder must be new, empty or a run folder (`start.check_run_folder`) before anything is
+    written there. Also removes the temporary files a run killed while saving left there: with
+    the lock held, no other process is writing them.
     """
     if out is None:
         yield
@@ -204,8 +213,9 @@ def _run_folder_lock(out: Path | None) -> Iterator[None]:
         refusal = None
         if distributed.is_main_process():
             try:
+                check_run_folder(out)
                 lock.acquire()
-            except (RunFolderLocked, OSError) as err:
+            except (RunFolderLocked, RunFolderError, OSError) as err:
                 refusal = err
         # Every process learns whether rank 0 holds the lock, so that none waits for it in vain.
         refused = distributed.broadcast_object(None if refusal is None else str(refusal))
@@ -221,9 +231,9 @@ def _run_folder_lock(out: Path | None) -> Iterator[None]:
 
 
 def _remove_temporaries(out: Path) -> None:
-    """Delete the checkpoint and metrics temporaries of a save that a kill cut short."""
-    stale = [p for name in (CHECKPOINT_FILE, runlog.METRICS_FILE)
-             for p in sorted(out.glob(temporary_pattern(name)))]
+    """Delete the checkpoint and metrics temporaries of a save that a kill cut short (only the
+    names `atomic.atomic_write` makes)."""
+    stale = [p for name in (CHECKPOINT_FILE, runlog.METRICS_FILE) for p in temporaries(out, name)]
     for path in stale:
         path.unlink(missing_ok=True)
     if stale:
@@ -231,8 +241,9 @@ def _remove_temporaries(out: Path) -> None:
                       f"left in {out}: {', '.join(p.name for p in stale)}.", stacklevel=4)
 
 
-def _save(out: Path | None, config: Config, state: TrainState) -> None:
-    """Write the run's checkpoint (main process) if its state is finite, then wait for all.
+def _save(out: Path | None, config: Config, state: TrainState, data: dict | None) -> None:
+    """Write the run's checkpoint (main process) if its state is finite, then wait for all;
+    it records the training set's fingerprint `data` (`data.fingerprint`).
 
     A NaN or inf in any weight or buffer raises NonFiniteStateError instead, and the previous
     checkpoint stays the last good state.
@@ -243,7 +254,7 @@ def _save(out: Path | None, config: Config, state: TrainState) -> None:
                        out / CHECKPOINT_FILE)
     if distributed.is_main_process():
         save_checkpoint(out / CHECKPOINT_FILE, {
-            "config": config.to_dict(), **state.state_dict(), "rng": rng_state()})
+            "config": config.to_dict(), **state.state_dict(), "rng": rng_state(), "data": data})
     distributed.barrier()
 
 
