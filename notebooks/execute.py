@@ -51,10 +51,12 @@ STAGES = {
                      "random floor, bits vs known factors",
     "01_binary_channel": "the message, BCE vs cosine, hard vs soft targets, the coding rate, "
                          "bounded gradients, head resets (pure tensors)",
-    "02_toy_cifar_cpu": "BITS-fixed vs BITS-reset vs SimDINO vs DINO on CIFAR-10: the study's "
-                        "seeds, the floor, this notebook's curves",
-    "03_ablation_lab": "capacity, head resets, coding-rate weight, agreement: the study's runs "
-                       "read, other settings and seeds trained live",
+    "02_toy_cifar_cpu": "BITS-fixed vs BITS-reset (the fixed reset) vs SimDINO vs DINO on "
+                        "CIFAR-10: the study's seeds, paired differences, the floor, this "
+                        "notebook's curves",
+    "03_ablation_lab": "capacity x reset period on CIFAR-10, coding-rate weight, agreement, soft "
+                       "targets: the lab's precomputed grids in a second, other settings trained "
+                       "live after asking",
     "04_binary_language": "entropies, correlations, code retrieval vs bits kept, Hamming t-SNE, "
                           "galleries, bit-factor MI",
     "05_full_cifar_gpu": "ResNet-18 on CIFAR-10/100, hundreds of epochs, the whole evaluation "

@@ -169,6 +169,12 @@ def _first_reset(results: list[dict]) -> list[dict]:
             if r.get("config", {}).get("reinit_every") else r for r in results]
 
 
+def _renamed(results: list[dict]) -> list[dict]:
+    """The reset study's results with its "as before" variant named as the tables name it."""
+    return [{**r, "variant": r["variant"].replace("as before", "as first implemented")}
+            for r in results]
+
+
 def final_table(studies: dict[str, list[dict]]) -> str:
     """The final comparison (3 seeds) with the floor: the evaluations and the geometry."""
     chosen = final_comparison([*studies["cpu_recipe"], *studies["resets"]])
@@ -214,7 +220,7 @@ def reset_differences_table(results: list[dict]) -> str:
     """Every setting of the reset study's handling, period and catch-up groups minus never
     resetting (the period group's "never"), paired by seed, 95 % intervals; "every epoch" is
     the handling group's warm-up of 39 steps (the same training), so it is left out."""
-    chosen = [r for r in results if r["group"] in ("handling", "period", "catchup")]
+    chosen = [r for r in _renamed(results) if r["group"] in ("handling", "period", "catchup")]
     variants = [v for group in ("handling", "period", "catchup")
                 for v in sorted({r["variant"] for r in chosen if r["group"] == group},
                                 key=_natural_key) if v not in ("never", "every epoch")]
@@ -269,9 +275,7 @@ TABLES = {
         r, "agreement", FINAL + ("bit_agreement",), bases={"BITS-fixed": "bce (BITS-fixed)"})),
     "ablation_differences": _in("cpu_recipe", ablation_differences_table),
     "synthetic": _in("cpu_recipe", synthetic_table),
-    "reset_handling": _in("resets", lambda r: group_table(
-        [{**x, "variant": x["variant"].replace("as before", "as first implemented")} for x in r],
-        "handling", RESETS)),
+    "reset_handling": _in("resets", lambda r: group_table(_renamed(r), "handling", RESETS)),
     "reset_period": _in("resets", lambda r: group_table(r, "period", RESETS)),
     "reset_catchup": _in("resets", lambda r: group_table(r, "catchup", RESETS)),
     "reset_differences": _in("resets", reset_differences_table),
