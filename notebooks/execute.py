@@ -196,7 +196,9 @@ def _papermill(source: Path, output: Path, *, smoke: bool, parameters: dict | No
     """
     import papermill
 
-    environment = {"DISCOMM_SMOKE": "1" if smoke else "0", "MPLBACKEND": "Agg"}
+    # The kernel runs outside the checkout, so it is told where the studies' results are.
+    environment = {"DISCOMM_SMOKE": "1" if smoke else "0", "MPLBACKEND": "Agg",
+                   "DISCOMM_STUDIES": os.environ.get("DISCOMM_STUDIES", str(STUDY_RESULTS))}
     saved = {k: os.environ.get(k) for k in environment}
     os.environ.update(environment)
     with tempfile.TemporaryDirectory(prefix="discomm-execute-") as cwd:

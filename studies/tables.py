@@ -39,9 +39,11 @@ HEADERS = {
     "code_mean_bit_entropy": "bit entropy", "code_mean_abs_correlation": "mean |bit corr.|",
     "agreement": "final BCE", "bit_agreement": "bit agreement", "coding_rate": "coding rate",
     "train_seconds": "train s", "effective_dim": "eff. dim", "effective_rank": "eff. rank",
-    "reset_rate_low": "lowest rate / before a reset", "map_hamming_16": "mAP Hamming, 16 bits",
+    "reset_rate_low": "lowest rate / before a reset",
+    "map_hamming_32": "mAP Hamming, first 32 bits",
 }
 FACTORS = ("shape", "texture", "colour", "size", "position", "background")
+HEADERS.update({f"code_max_mi_{f}": f"MI {f}" for f in FACTORS})
 
 
 def _rows(results: list[dict], keys, variants=None) -> list[list]:
@@ -285,7 +287,7 @@ TABLES = {
     "final_comparison": final_table,
     "final_differences": final_differences_table,
     "lab_capacity_period": _in("lab", lambda r: group_table(
-        r, "capacity_period", ("knn20_top1", "map_hamming_16", "map_hamming", *GEOMETRY,
+        r, "capacity_period", ("knn20_top1", "map_hamming_32", "map_hamming", *GEOMETRY,
                                "reset_rate_low"))),
     "lab_axes": _in("lab", lambda r: group_table(
         r, "axes", ("knn20_top1", "knn200_top1", "coding_rate", "bit_agreement",

@@ -9,7 +9,7 @@ import html
 import math
 from collections.abc import Mapping, Sequence
 
-from discomm_lite.teach.lab import LAB_FIELDS, LAB_KEYS, Lab
+from discomm_lite.teach.lab import CODE_MAP, LAB_FIELDS, LAB_KEYS, Lab
 from discomm_lite.teach.study import effective_config
 
 # Values every widget offers besides the grid's (the configured value is always added).
@@ -22,7 +22,7 @@ LAB_OPTIONS = {
     "target_temperature": (0.05, 0.1, 0.2, 1.0),
 }
 # What the status line reports of a setting, in this order.
-STATUS_KEYS = ("knn20_top1", "map_hamming_16", "effective_dim")
+STATUS_KEYS = ("knn20_top1", CODE_MAP, "effective_dim")
 
 
 def describe(lab: Lab, setting: Mapping) -> str:
