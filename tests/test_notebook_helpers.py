@@ -15,6 +15,7 @@ from discomm_lite.data import DatasetNotFoundError, load_dataset, write_cifar10_
 from discomm_lite.data.folders import write_image_folder
 from discomm_lite.data.synthetic import make_synthetic
 from discomm_lite.teach.lab import Lab
+from discomm_lite.teach.lab_panel import describe
 from discomm_lite.teach.notebook import (
     SMOKE_OVERRIDES,
     cached_train,
@@ -338,6 +339,24 @@ def test_lab_uses_the_precomputed_grid_and_trains_the_rest(lab_base, monkeypatch
     assert 12 in options and 16 in options and 24 not in options  # 24: another base's run
     with pytest.raises(ValueError, match="lr"):
         lab.runs({"lr": 0.1})
+
+
+def test_a_cell_the_studies_ran_with_one_seed_is_shown_with_it_and_nothing_trains(lab_base):
+    # Fast tier: a lookup that trained would fail here (tests/conftest.py).
+    records = [{"kind": "train", "step": 1, "coding_rate": 5.0},
+               {"kind": "eval", "step": 2, "coding_rate": 9.0},
+               {"kind": "train", "step": 2, "coding_rate": 7.0}]
+    grid = [result(lab_base.replace(n_bits=16, seed=0), final={"knn20_top1": 0.6},
+                   records=records)]
+    lab = Lab(lab_base, grid, seeds=(0, 1), full_evaluation=False)
+    # what the final evaluation lacks is the last training record's
+    assert lab.value({"n_bits": 16}, "coding_rate") == (7.0, 0.0, 1)
+    (run,) = lab.runs({"n_bits": 16})
+    assert (run.seed, run.source) == (0, "precomputed")
+    mean, std, n = lab.value({"n_bits": 16}, "knn20_top1")
+    assert (mean, std, n) == (0.6, 0.0, 1)  # no spread from one seed
+    assert "seeds 0)" in describe(lab, {"n_bits": 16}) and "±" not in describe(lab, {"n_bits": 16})
+    assert lab.precomputed({"n_bits": 20}) is None  # no seed ran: off the grid
 
 
 @pytest.mark.slow

@@ -13,12 +13,14 @@ from discomm_lite.config import make_config
 from discomm_lite.teach.executors import Executor
 from discomm_lite.teach.study import (
     StudyRun,
+    difference_text,
     load_results,
     mean_std,
     paired_difference,
     run_study,
     summarize,
     training_key,
+    value_text,
 )
 
 TINY = dict(train_subset=128, test_subset=64, batch_size=32, epochs=1, warmup_epochs=0,
@@ -147,6 +149,17 @@ def test_paired_difference_is_the_t_interval_of_the_seedwise_differences():
     # t(0.975, 2) = 4.3027 (tables), times the standard error of the mean difference
     assert half == pytest.approx(4.3027 * statistics.stdev(diffs) / math.sqrt(3), rel=1e-4)
     assert math.isnan(paired_difference({0: 1.0}, {0: 0.5})[1])
+
+
+def test_a_difference_is_quoted_with_its_seeds_and_no_interval_from_one_seed():
+    assert difference_text(paired_difference({0: 0.56, 1: 0.54}, {0: 0.55, 1: 0.55})) == (
+        "+0.000 ± 0.127 (2 seeds)")  # t(0.975, 1) = 12.706 times the std 0.0141 over sqrt 2
+    assert difference_text(paired_difference({0: 0.56}, {0: 0.55})) == (
+        "+0.010 (1 seed: no interval)")
+    assert difference_text(paired_difference({1: 0.56}, {0: 0.55})) == "not measured"
+    assert value_text(mean_std([0.54, 0.56])) == "0.550 ± 0.014 (2 seeds)"  # sample std
+    assert value_text(mean_std([0.475])) == "0.475 (1 seed)"
+    assert value_text(mean_std([])) == "not measured"
 
 
 # ---- the study runner as a batch (issues 23, 25) -------------------------------------------------

@@ -53,6 +53,15 @@ class LabRun:
     final: dict | None
     source: str  # "precomputed" (a study's run) or "trained here"
 
+    def value(self, key: str) -> float:
+        """`key` of the final evaluation (`final_value`), else of the last training record
+        (the channel's state at the end: coding_rate, bit_agreement, ...); NaN if neither."""
+        value = final_value(self.final, key)
+        if math.isfinite(value):
+            return value
+        last = next((r for r in reversed(self.records) if r["kind"] == "train" and key in r), None)
+        return float(last[key]) if last is not None else math.nan
+
 
 def _same_run(config: Config, candidate: Mapping, ignore: Sequence[str] = ()) -> bool:
     """Whether a result's config dict trains like `config` (`study.training_key`)."""
@@ -155,16 +164,19 @@ class Lab:
         return None
 
     def precomputed(self, setting: Mapping) -> list[LabRun] | None:
-        """Every seed of `setting` from the studies' runs, or None when one is missing."""
+        """The seeds of `setting` that the studies ran, or None when they ran none of them.
+
+        A cell the studies ran with fewer seeds than asked is shown with those (one seed: its
+        value without a spread), never completed by training here: a lookup stays instant.
+        """
         runs = []
         for seed in self.seeds:
             match = self._by_key.get(training_key(self.base.replace(**setting,
                                                                     seed=seed).to_dict()))
-            if match is None:
-                return None
-            runs.append(LabRun(dict(setting), seed, match.get("records", []), match["eval"],
-                               "precomputed"))
-        return runs
+            if match is not None:
+                runs.append(LabRun(dict(setting), seed, match.get("records", []),
+                                   match["eval"], "precomputed"))
+        return runs or None
 
     def estimate_seconds(self, setting: Mapping) -> float | None:
         """What training and evaluating `setting`'s seeds here would take (seconds), from the
@@ -243,18 +255,19 @@ class Lab:
 
     # ---- what the lab shows -----------------------------------------------------------------
     def value(self, setting: Mapping, key: str) -> tuple[float, float, int]:
-        """(mean, std, seeds) of a final evaluation over `setting`'s seeds (`final_value`);
-        (NaN, NaN, 0) for a setting not precomputed nor tried."""
+        """(mean, std, seeds) of `key` over `setting`'s seeds (`LabRun.value`: the final
+        evaluation, else the last training record); (NaN, NaN, 0) for a setting not
+        precomputed nor tried."""
         label = self.label(setting)
         if label not in self.tried and self.precomputed(setting) is not None:
             self.tried[label] = self.precomputed(setting)  # remembered: the next look is instant
-        return mean_std(final_value(run.final, key) for run in self.tried.get(label, []))
+        return mean_std(run.value(key) for run in self.tried.get(label, []))
 
     def paired(self, setting: Mapping, key: str, reference: Mapping | None = None
                ) -> tuple[float, float, int]:
         """(mean, 95% half-width, seeds) of `setting` minus `reference` (the base by default),
         paired by seed (`study.paired_difference`); NaN where either is not available."""
-        values = [{run.seed: final_value(run.final, key) for run in self.runs_if_known(s)}
+        values = [{run.seed: run.value(key) for run in self.runs_if_known(s)}
                   for s in (setting, reference or {})]
         return paired_difference(*values)
 
