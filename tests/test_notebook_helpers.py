@@ -29,7 +29,7 @@ from discomm_lite.teach.papermill import (
     config_from_parameters,
     injected_parameters,
 )
-from discomm_lite.teach.study_report import seed_values, study_table
+from discomm_lite.teach.study_report import factor_information, seed_values, study_table
 from discomm_lite.teach.tables import markdown_table, show_source
 from discomm_lite.views.pipeline import augmented_views
 
@@ -280,6 +280,16 @@ def result(config, *, kind="train", variant="v", seed=0, final=None, records=())
             "eval": final, "train_seconds": 1.0}
 
 
+def test_factor_information_is_the_mean_over_the_seeds_that_ran_and_counts_them():
+    config = make_config("synthetic-toy")
+    results = [result(config.replace(coding_rate_weight=b), seed=s, final={"code_max_mi_shape": v})
+               for b, s, v in ((0.1, 0, 0.2), (0.1, 1, 0.4), (0.3, 0, 0.1))]
+    (curve,) = factor_information(results, "coding_rate_weight", ["shape"]).values()
+    key = "best bit's information (bits)"
+    assert [(r["coding_rate_weight"], r[key], r["seeds"]) for r in curve] == [
+        (0.1, pytest.approx(0.3), 2), (0.3, 0.1, 1)]
+
+
 def test_seed_values_and_study_table():
     config = make_config("synthetic-toy")
     results = [result(config, variant="B", seed=1, final={"knn20_top1": 0.7}),
@@ -357,6 +367,9 @@ def test_a_cell_the_studies_ran_with_one_seed_is_shown_with_it_and_nothing_train
     assert (mean, std, n) == (0.6, 0.0, 1)  # no spread from one seed
     assert "seeds 0)" in describe(lab, {"n_bits": 16}) and "±" not in describe(lab, {"n_bits": 16})
     assert lab.precomputed({"n_bits": 20}) is None  # no seed ran: off the grid
+    # a figure shows what is known and trains nothing (the setting off the grid is left out)
+    lab.figure([{"n_bits": 16}, {"n_bits": 20}]).savefig(io.BytesIO(), format="png")
+    assert list(lab.tried) == ["n_bits=16"]
 
 
 @pytest.mark.slow

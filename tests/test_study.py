@@ -13,15 +13,14 @@ from discomm_lite.config import make_config
 from discomm_lite.teach.executors import Executor
 from discomm_lite.teach.study import (
     StudyRun,
-    difference_text,
     load_results,
     mean_std,
     paired_difference,
     run_study,
     summarize,
     training_key,
-    value_text,
 )
+from discomm_lite.teach.study_report import difference_text, value_text
 
 TINY = dict(train_subset=128, test_subset=64, batch_size=32, epochs=1, warmup_epochs=0,
             n_bits=8, head_hidden_dim=32, eval_every=0, log_every=1, device="cpu")

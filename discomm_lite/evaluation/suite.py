@@ -273,3 +273,16 @@ def evaluate_random_init(config: Config, device: str | torch.device = "cpu") -> 
     head = model.head if get_method(config.method).emits_codes else None
     return evaluate_model(model.backbone, train_set, test_set, image_size=config.image_size,
                           head=head, device=device)
+
+
+def saved_full_evaluation(checkpoint: Path, config: Config) -> dict | None:
+    """The evaluation of `checkpoint` on the whole splits that `evaluate_checkpoint` wrote
+    (`suite.evaluation_path`), or None when there is none of this data root."""
+    path = evaluation_path(checkpoint, config, data_root=config.data_root, train_subset=0,
+                           test_subset=0)
+    if not path.exists():
+        return None
+    saved = json.loads(path.read_text())
+    # The file name says every option but the data root: one of another copy of the data (an
+    # evaluation made outside the lab) is not this one.
+    return saved if saved.get("options", {}).get("data_root") == config.data_root else None

@@ -7,7 +7,6 @@ runs of the same base).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -66,21 +65,6 @@ class LabRun:
 def _same_run(config: Config, candidate: Mapping, ignore: Sequence[str] = ()) -> bool:
     """Whether a result's config dict trains like `config` (`study.training_key`)."""
     return training_key(config.to_dict(), ignore) == training_key(candidate, ignore)
-
-
-def _saved_full_evaluation(checkpoint: Path, config: Config) -> dict | None:
-    """The evaluation of `checkpoint` on the whole splits that `evaluate_checkpoint` wrote
-    (`suite.evaluation_path`), or None when there is none of this data root."""
-    from discomm_lite.evaluation.suite import evaluation_path
-
-    path = evaluation_path(checkpoint, config, data_root=config.data_root, train_subset=0,
-                           test_subset=0)
-    if not path.exists():
-        return None
-    saved = json.loads(path.read_text())
-    # The file name says every option but the data root: one of another copy of the data (an
-    # evaluation made outside the lab) is not this one.
-    return saved if saved.get("options", {}).get("data_root") == config.data_root else None
 
 
 class Lab:
@@ -211,7 +195,7 @@ class Lab:
     def _train(self, setting: dict, seed: int, callbacks) -> LabRun:
         """One seed of a setting off the grid: trained (or taken from the run cache) and
         evaluated with the studies' protocol."""
-        from discomm_lite.evaluation.suite import evaluate_checkpoint
+        from discomm_lite.evaluation.suite import evaluate_checkpoint, saved_full_evaluation
 
         config = self.training_config(setting).replace(seed=seed, data_root=self.data_root())
         run = cached_train(config, self.base.out_dir or "runs", callbacks=callbacks)
@@ -219,7 +203,7 @@ class Lab:
         if not self.full_evaluation:
             final = evaluate_checkpoint(checkpoint, write=False)
         else:
-            final = (_saved_full_evaluation(checkpoint, run.config)
+            final = (saved_full_evaluation(checkpoint, run.config)
                      or evaluate_checkpoint(checkpoint, train_subset=0, test_subset=0))
         return LabRun(setting, seed, run.records, final, "trained here")
 
@@ -324,14 +308,13 @@ class Lab:
         Curves: coding rate (with the one-direction rate of each K), bit agreement (chance 0.5)
         and k-NN during training where a run evaluated during training, each run's head resets
         marked; one colour per setting, one line per seed. Finals: k-NN@20 with the random-init
-        floor, and the code mAP on the first 32 bits (equal length whatever K >= 32).
+        floor, and the code mAP on the first 32 bits (equal length whatever K >= 32). Nothing
+        trains here (`runs` does): a setting neither precomputed nor tried is left out.
         """
         from discomm_lite.viz.plots import channel_references, plot_lab
 
         if settings is not None:
-            for setting in settings:
-                self.runs(setting)
-            labels = [self.label(s) for s in settings]
+            labels = [self.label(s) for s in settings if self.runs_if_known(s)]
         else:
             labels = list(self.tried)
         runs = {label: self.tried[label] for label in labels}

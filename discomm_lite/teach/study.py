@@ -313,28 +313,6 @@ def paired_difference(values: Mapping[int, float], reference: Mapping[int, float
     return mean, float(student_t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n), n
 
 
-def value_text(value: tuple[float, float, int], digits: int = 3) -> str:
-    """A `mean_std` as a reader should quote it: "0.550 ± 0.008 (2 seeds)", "0.475 (1 seed)",
-    or "not measured"."""
-    mean, std, n = value
-    if n == 0 or not math.isfinite(mean):
-        return "not measured"
-    if n == 1:
-        return f"{mean:.{digits}f} (1 seed)"
-    return f"{mean:.{digits}f} ± {std:.{digits}f} ({n} seeds)"
-
-
-def difference_text(difference: tuple[float, float, int], digits: int = 3) -> str:
-    """A `paired_difference` as a reader should quote it: "+0.012 ± 0.034 (2 seeds)", or
-    "+0.012 (1 seed: no interval)", or "not measured"."""
-    mean, half, n = difference
-    if n == 0 or not math.isfinite(mean):
-        return "not measured"
-    if n == 1:
-        return f"{mean:+.{digits}f} (1 seed: no interval)"
-    return f"{mean:+.{digits}f} ± {half:.{digits}f} ({n} seeds)"
-
-
 def over_seeds(values: Iterable[float]) -> float | tuple[float, float]:
     """(mean, std) over the seeds' values, or the value alone for one seed (no spread to show)."""
     mean, std, count = mean_std(values)

@@ -154,8 +154,9 @@ def paired_differences(results: Sequence[dict], keys: Sequence[str], reference: 
 def factor_information(results: Sequence[dict], field: str, factors: Sequence[str]
                        ) -> dict[str, list[dict]]:
     """factor -> one record per value of `field` among `results` (a synthetic grid): the mean over
-    seeds of the largest mutual information of one bit with the factor (`code_max_mi_<factor>`),
-    for `plots.plot_metrics(..., x=field)`; the values of `field` in order."""
+    seeds of the largest mutual information of one bit with the factor (`code_max_mi_<factor>`)
+    and the number of seeds, for `plots.plot_metrics(..., x=field)`; the values of `field` in
+    order."""
     from discomm_lite.teach.study import effective_config
 
     values = sorted({effective_config(r["config"])[field] for r in results})
@@ -164,6 +165,29 @@ def factor_information(results: Sequence[dict], field: str, factors: Sequence[st
         curves[factor] = []
         for value in values:
             runs = [r for r in results if effective_config(r["config"])[field] == value]
-            mean = mean_std(metric(r, f"code_max_mi_{factor}") for r in runs)[0]
-            curves[factor].append({field: value, "best bit's information (bits)": mean})
+            mean, _, seeds = mean_std(metric(r, f"code_max_mi_{factor}") for r in runs)
+            curves[factor].append({field: value, "best bit's information (bits)": mean,
+                                   "seeds": seeds})
     return curves
+
+
+def value_text(value: tuple[float, float, int], digits: int = 3) -> str:
+    """A `mean_std` as a reader should quote it: "0.550 ± 0.008 (2 seeds)", "0.475 (1 seed)",
+    or "not measured"."""
+    mean, std, n = value
+    if n == 0 or not math.isfinite(mean):
+        return "not measured"
+    if n == 1:
+        return f"{mean:.{digits}f} (1 seed)"
+    return f"{mean:.{digits}f} ± {std:.{digits}f} ({n} seeds)"
+
+
+def difference_text(difference: tuple[float, float, int], digits: int = 3) -> str:
+    """A `paired_difference` as a reader should quote it: "+0.012 ± 0.034 (2 seeds)", or
+    "+0.012 (1 seed: no interval)", or "not measured"."""
+    mean, half, n = difference
+    if n == 0 or not math.isfinite(mean):
+        return "not measured"
+    if n == 1:
+        return f"{mean:+.{digits}f} (1 seed: no interval)"
+    return f"{mean:+.{digits}f} ± {half:.{digits}f} ({n} seeds)"
