@@ -1,4 +1,4 @@
-"""What the tests share: one tiny run configuration, one small
+"""What the tests share: one small
 trained checkpoint per session, and the rule that keeps the fast tier fast.
 
 The rule: a test that trains (runs a step of `training.engine.train`, directly or through a CLI,
@@ -12,20 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tinyrun import tiny_config
 
-from discomm_lite.config import Config, make_config
 from discomm_lite.training import engine
-
-# The tiny run: the quickstart's data, 128 images in 2 steps of 64, 8 bits, one epoch; a second
-# or two on 2 CPU cores.
-TINY = dict(train_subset=128, test_subset=64, batch_size=64, n_bits=8, head_hidden_dim=16,
-            epochs=1, warmup_epochs=0, eval_every=0, log_every=1, device="cpu")
-
-
-def tiny_config(out_dir: str | Path | None = None, **changes) -> Config:
-    """The tiny run (`TINY` on the synthetic-toy preset) with `changes`, writing to `out_dir`."""
-    return make_config("synthetic-toy", **{**TINY, "out_dir": None if out_dir is None
-                                           else str(out_dir), **changes})
 
 
 @pytest.fixture(scope="session")

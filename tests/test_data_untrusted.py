@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
 from PIL import Image
+from tinyrun import tiny_config
 
 from discomm_lite import data
 from discomm_lite.api import train

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
+from tinyrun import tiny_config
 
 from discomm_lite.api import train
 from discomm_lite.atomic import atomic_write, temporaries

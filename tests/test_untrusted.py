@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_config
+from tinyrun import tiny_config
 
 from discomm_lite import load_backbone, load_model
 from discomm_lite.api import train
