@@ -15,7 +15,7 @@ from discomm_lite.data import DatasetNotFoundError, load_dataset, write_cifar10_
 from discomm_lite.data.folders import write_image_folder
 from discomm_lite.data.synthetic import make_synthetic
 from discomm_lite.teach.lab import Lab
-from discomm_lite.teach.lab_panel import describe
+from discomm_lite.teach.lab_panel import describe, widget_options
 from discomm_lite.teach.notebook import (
     SMOKE_OVERRIDES,
     cached_train,
@@ -345,7 +345,7 @@ def test_lab_uses_the_precomputed_grid_and_trains_the_rest(lab_base, monkeypatch
     table = lab.table()
     assert table.splitlines()[2].startswith("| n_bits=16 | 2 | precomputed | 0.650 ± 0.071 |")
     lab.figure().savefig(io.BytesIO(), format="png")
-    options = lab.controls()["n_bits"].options
+    options = widget_options(lab, "n_bits")
     assert 12 in options and 16 in options and 24 not in options  # 24: another base's run
     with pytest.raises(ValueError, match="lr"):
         lab.runs({"lr": 0.1})
