@@ -143,6 +143,29 @@ def _exercise_the_panel(page, name: str) -> dict[str, float]:
     return seconds
 
 
+# True once JupyterLab's current notebook has a connected, idle kernel (the app is exposed in
+# the page by --LabApp.expose_app_in_browser).
+KERNEL_IDLE = """() => {
+    const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+    const kernel = panel && panel.sessionContext && panel.sessionContext.session
+        && panel.sessionContext.session.kernel;
+    return Boolean(kernel) && kernel.status === "idle" && kernel.connectionStatus === "connected";
+}"""
+
+
+def _report_failure(page, log: Path, name: str, error: Exception) -> None:
+    """Fail with what the student would have seen: a screenshot, the cells' error outputs and
+    the server's log."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shot = ARTIFACTS / f"{name}-failed.png"
+    page.screenshot(path=str(shot))
+    errors = page.locator(".jp-OutputArea-output[data-mime-type*='stderr'], "
+                          ".jp-RenderedText[data-mime-type*='error']").all_inner_texts()
+    pytest.fail(f"{type(error).__name__}: {str(error)[:600]}\nscreenshot: {shot}\n"
+                f"cell errors: {[e[-400:] for e in errors][:3]}\n"
+                f"server log (end): {log.read_text()[-1500:]}", pytrace=False)
+
+
 def _lab_settings(folder: Path) -> Path:
     """JupyterLab settings for the test: every cell in the page (JupyterLab 4 renders only the
     cells in view by default, and the panel is far down), no autosave, no news to fetch."""
@@ -162,16 +185,27 @@ def test_the_lab_runs_and_answers_in_jupyterlab(tmp_path):
             f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
             f"--ServerApp.root_dir={copy}", "--ServerApp.ip=127.0.0.1",
             f"--LabApp.user_settings_dir={_lab_settings(tmp_path / 'settings')}",
-            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}"]
+            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+            "--LabApp.expose_app_in_browser=True"]
     base = f"http://127.0.0.1:{port}"
-    with _server(argv, f"{base}/api/status?token={token}", tmp_path / "jupyterlab.log"), \
-            _page() as page:
+    log = tmp_path / "jupyterlab.log"
+    with _server(argv, f"{base}/api/status?token={token}", log), _page() as page:
         page.goto(f"{base}/lab/tree/{NOTEBOOK}?token={token}")
         page.locator(".jp-Notebook").wait_for()
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        # the menu's items carry their shortcuts in their names: match the label itself
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-        seconds = _exercise_the_panel(page, "jupyterlab")
+        try:
+            # Run All before the notebook's kernel is connected can be lost (a student waits
+            # for the kernel indicator to say Idle; the test asks the app the same thing).
+            page.wait_for_function(KERNEL_IDLE)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            # the menu's items carry their shortcuts in their names: match the label itself
+            run_all = page.locator(".lm-Menu-item").filter(
+                has=page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")))
+            assert "lm-mod-disabled" not in (run_all.get_attribute("class") or ""), (
+                "Run All Cells is disabled in the Run menu")
+            run_all.click()
+            seconds = _exercise_the_panel(page, "jupyterlab")
+        except Exception as error:
+            _report_failure(page, log, "jupyterlab", error)
     print(f"JupyterLab: seconds from a choice to its answer: {seconds}")
     assert max(seconds.values()) < 10
 
@@ -181,8 +215,12 @@ def test_the_lab_is_a_voila_page(tmp_path):
     port = _free_port()
     argv = [sys.executable, "-m", "voila", NOTEBOOK, "--no-browser", f"--port={port}",
             "--Voila.ip=127.0.0.1"]
-    with _server(argv, f"http://127.0.0.1:{port}/", tmp_path / "voila.log"), _page() as page:
+    log = tmp_path / "voila.log"
+    with _server(argv, f"http://127.0.0.1:{port}/", log), _page() as page:
         page.goto(f"http://127.0.0.1:{port}/")
-        seconds = _exercise_the_panel(page, "voila")
+        try:
+            seconds = _exercise_the_panel(page, "voila")
+        except Exception as error:
+            _report_failure(page, log, "voila", error)
     print(f"Voila: seconds from a choice to its answer: {seconds}")
     assert max(seconds.values()) < 10
