@@ -132,11 +132,10 @@ def _exercise_the_panel(page, name: str) -> dict[str, float]:
         "src => document.querySelector('.discomm-lab-heatmaps img').src !== src", arg=before,
         timeout=30_000)
     _screenshot(page, ARTIFACTS / f"{name}-2-reinit_every=1.png")
-    # Another capacity at that period: a cell the grid ran with one seed (studies/README.md,
-    # section 8) is shown with it, without a spread, and nothing trains.
+    # Another capacity at that period: another precomputed cell, read as fast, nothing trains.
     seconds["n_bits=32"] = _choose(page, "n_bits", "32")
     status = page.locator(".discomm-lab-status").inner_text()
-    assert "precomputed" in status and "k-NN@20 0." in status, status
+    assert "precomputed" in status and "k-NN@20 0." in status and "±" in status, status
     _screenshot(page, ARTIFACTS / f"{name}-3-n_bits=32.png")
     seconds["reinit_every=5 (refused)"] = _choose(page, "reinit_every", "5")
     assert "refused" in page.locator(".discomm-lab-status").inner_text()
